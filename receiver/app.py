@@ -1,0 +1,250 @@
+"""The HTTP edge: `build_app(settings)` mounts webhooks, Slack, health and metrics.
+
+Everything with a life (store, DAM client, Slack client, worker) is opened and closed in `cleanup_ctx`
+generators below, so start-up and shutdown read top to bottom in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.notify import ChannelPacer, Notifier
+from receiver import signing
+from receiver.inbox import Inbox, NewDelivery
+from receiver.logs import register_secret
+from receiver.metrics import CONTENT_TYPE_LATEST, Metrics
+from receiver.readiness import Readiness
+from receiver.settings import Settings
+from receiver.worker import Worker
+from widen.client import WidenClient
+from widen.models import ASSET_EVENT_TYPES, PING, WebhookEvent
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 256 * 1024
+
+SETTINGS = web.AppKey("settings", Settings)
+INBOX = web.AppKey("inbox", Inbox)
+WIDEN = web.AppKey("widen", WidenClient)
+SLACK = web.AppKey("slack", AsyncWebClient)
+NOTIFIER = web.AppKey("notifier", Notifier)
+WORKER = web.AppKey("worker", Worker)
+METRICS = web.AppKey("metrics", Metrics)
+READINESS = web.AppKey("readiness", Readiness)
+
+
+def build_app(settings: Settings, *, slack_channel_rate: float = 1.0) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    for secret in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token,
+                   settings.widen_api_token, settings.widen_webhook_secret):
+        register_secret(secret.get_secret_value() if secret else None)
+    if settings.widen_allow_unsigned:
+        log.warning("WIDEN_ALLOW_UNSIGNED is on: unsigned deliveries to /webhooks/widen are accepted. "
+                    "Use it only to try things out.")
+
+    app.cleanup_ctx.append(_open_inbox)
+    app.cleanup_ctx.append(_open_clients(slack_channel_rate))
+    app.cleanup_ctx.append(_run_worker)
+
+    app.router.add_post("/webhooks/widen", receive_delivery)
+    app.router.add_post("/webhooks/widen/{token}", receive_delivery)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+# ---- resources with a life ------------------------------------------------------------------------
+
+
+async def _open_inbox(app: web.Application) -> AsyncIterator[None]:
+    inbox = Inbox(app[SETTINGS].database_path)
+    await inbox.open()
+    app[INBOX] = inbox
+    yield
+    await inbox.close()
+
+
+def _open_clients(slack_channel_rate: float) -> Any:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        metrics = app[METRICS]
+        widen = WidenClient(
+            str(settings.widen_api_url),
+            settings.widen_api_token.get_secret_value() if settings.widen_api_token else "",
+            rate_limit=settings.widen_rate_limit,
+            on_retry=lambda reason: metrics.retries.labels(f"dam_{reason}").inc(),
+            on_call=lambda op, outcome: metrics.dam_calls.labels(op, outcome).inc(),
+        )
+        slack = AsyncWebClient(
+            token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
+            base_url=str(settings.slack_api_url),
+            retry_handlers=[],  # retries are ours (bot.notify), so pacing sees every attempt
+        )
+        app[WIDEN] = widen
+        app[SLACK] = slack
+        app[NOTIFIER] = Notifier(
+            slack,
+            pacer=ChannelPacer(rate=slack_channel_rate),
+            on_call=lambda method, outcome: metrics.slack_calls.labels(method, outcome).inc(),
+            on_retry=lambda reason: metrics.retries.labels(reason).inc(),
+        )
+        app[READINESS] = Readiness(app[INBOX], slack, widen, cache_seconds=settings.ready_cache_seconds)
+        yield
+        await widen.aclose()
+        if slack.session is not None and not slack.session.closed:
+            await slack.session.close()
+
+    return ctx
+
+
+async def _run_worker(app: web.Application) -> AsyncIterator[None]:
+    metrics = app[METRICS]
+
+    def observe(outcome: str, delivery: Any, age: float) -> None:
+        metrics.processed.labels(outcome).inc()
+        if outcome == "posted":
+            metrics.latency.observe(age)
+
+    worker = Worker(app[INBOX], app[WIDEN], app[NOTIFIER], app[SETTINGS], observe=observe,
+                    on_ping=_ping_hook(app))
+    app[WORKER] = worker
+    await worker.start()
+    yield
+    await worker.stop(app[SETTINGS].shutdown_timeout)
+
+
+def _ping_hook(app: web.Application) -> Any:
+    async def on_ping(event: WebhookEvent) -> None:
+        for listener in app.get(PING_LISTENERS, []):
+            await listener(event)
+
+    return on_ping
+
+
+PING_LISTENERS = web.AppKey("ping_listeners", list)
+
+
+# ---- webhook deliveries ----------------------------------------------------------------------------
+
+
+def _refuse(status: int, error: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": error, **extra}, status=status)
+
+
+async def _read_limited(request: web.Request) -> bytes | None:
+    """The body, or None when it is over MAX_BODY (checked before and while reading)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return None
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def receive_delivery(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    token = request.match_info.get("token")
+
+    body = await _read_limited(request)
+    if body is None:
+        metrics.deliveries.labels("unknown", "too_large").inc()
+        return _refuse(413, f"body over {MAX_BODY} bytes")
+
+    header = request.headers.get(settings.widen_signature_header)
+    if token is not None:
+        route = await app[INBOX].route(token)
+        if route is None:
+            metrics.deliveries.labels("unknown", "unknown_route").inc()
+            return _refuse(404, "unknown delivery URL")
+        # The unguessable URL authenticates the delivery; a signature, when sent, must also be right.
+        if header is not None and not signing.verify(body, route.secret, header):
+            metrics.deliveries.labels("unknown", "bad_signature").inc()
+            return _refuse(401, "signature does not match")
+    else:
+        route = None
+        secret = settings.widen_webhook_secret
+        if secret is not None and (header is not None or not settings.widen_allow_unsigned):
+            if not signing.verify(body, secret.get_secret_value(), header):
+                metrics.deliveries.labels("unknown", "bad_signature").inc()
+                return _refuse(401, "signature missing or wrong" if header else
+                               f"signature missing: send {settings.widen_signature_header}")
+        elif secret is None and not settings.widen_allow_unsigned:
+            metrics.deliveries.labels("unknown", "bad_signature").inc()
+            return _refuse(401, "this path is closed: no WIDEN_WEBHOOK_SECRET is set")
+
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        metrics.deliveries.labels("unknown", "bad_json").inc()
+        return _refuse(400, "body is not JSON")
+    if not isinstance(payload, dict):
+        metrics.deliveries.labels("unknown", "bad_json").inc()
+        return _refuse(400, "body is not a JSON object")
+    try:
+        event = WebhookEvent.model_validate(payload)
+    except (ValidationError, RecursionError) as exc:
+        fields = sorted({str(e["loc"][0]) for e in exc.errors()}) if isinstance(exc, ValidationError) else []
+        metrics.deliveries.labels("unknown", "invalid").inc()
+        return _refuse(422, "event_type and webhook_configuration_id must be non-empty strings", fields=fields)
+    if route is not None and event.webhook_configuration_id != route.configuration_id:
+        metrics.deliveries.labels(_label(event.event_type), "invalid").inc()
+        return _refuse(422, "webhook_configuration_id does not match this delivery URL")
+
+    is_new = await app[INBOX].accept(
+        NewDelivery(
+            body=body,
+            delivery_id=event.webhook_delivery_id,
+            configuration_id=event.webhook_configuration_id,
+            event_type=event.event_type,
+            asset_id=event.asset_id,
+            route=route.token if route else None,
+        )
+    )
+    metrics.deliveries.labels(_label(event.event_type), "accepted" if is_new else "duplicate").inc()
+    return web.json_response({"status": "accepted" if is_new else "duplicate"})
+
+
+def _label(event_type: str) -> str:
+    """Event types are sender-controlled: keep metric labels to a known, bounded set."""
+    return event_type if event_type in ASSET_EVENT_TYPES or event_type == PING else "other"
+
+
+# ---- operations --------------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems = await request.app[READINESS].problems()
+    if problems:
+        return web.json_response({"status": "not ready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    m = app[METRICS]
+    stats = await app[INBOX].stats()
+    m.inbox_depth.set(stats.pending + stats.in_flight)
+    m.oldest_pending.set(stats.oldest_pending_age or 0)
+    m.parked.set(stats.parked)
+    return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+

@@ -1,0 +1,372 @@
+"""The durable inbox: accept, deduplicate, claim, finish, retry, park.
+
+One SQLite database in WAL mode. Every call runs on one dedicated thread that owns the connection, so
+the event loop never blocks on disk and SQLite never sees two writers. Deliveries arriving together are
+written in one transaction (group commit): each `accept` returns only after its row is committed with
+`synchronous=FULL`, so a 200 means the delivery survives kill -9 and power loss alike.
+
+States: pending -> claimed -> posted, or pending again (retry later), or parked (dead letter, kept
+until an admin retries it). A row left `claimed` by a crash may or may not have reached Slack; at start
+it goes back to pending marked `maybe_posted`, and the worker checks the channel before posting again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    row_id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_key       TEXT NOT NULL UNIQUE,
+    delivery_id     TEXT NOT NULL,
+    configuration_id TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    asset_id        TEXT,
+    route           TEXT,
+    body            BLOB NOT NULL,
+    received_at     REAL NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    maybe_posted    INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    channel         TEXT,
+    message_ts      TEXT,
+    finished_at     REAL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_config ON deliveries (configuration_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS routes (
+    token            TEXT PRIMARY KEY,
+    configuration_id TEXT NOT NULL UNIQUE,
+    secret           TEXT NOT NULL,
+    created_by       TEXT,
+    created_at       REAL NOT NULL
+);
+"""
+
+DELIVERY_COLUMNS = (
+    "row_id, delivery_id, configuration_id, event_type, asset_id, body, received_at, attempts, maybe_posted"
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    row_id: int
+    delivery_id: str
+    configuration_id: str
+    event_type: str
+    asset_id: str | None
+    body: bytes
+    received_at: float
+    attempts: int
+    maybe_posted: bool
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    body: bytes
+    delivery_id: str | None
+    configuration_id: str
+    event_type: str
+    asset_id: str | None
+    route: str | None = None
+
+    @property
+    def dedup_key(self) -> str:
+        if self.delivery_id:
+            return "id:" + self.delivery_id
+        return "sha256:" + hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass(frozen=True)
+class Route:
+    token: str
+    configuration_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class InboxStats:
+    pending: int
+    in_flight: int
+    parked: int
+    posted: int
+    oldest_pending_age: float | None
+    last_errors: list[tuple[str, str, str]]  # (delivery id, event type, error)
+
+
+@dataclass(frozen=True)
+class ConfigurationStats:
+    received: int
+    last_received: float | None
+    failures: int
+
+
+class Inbox:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
+        self._conn: sqlite3.Connection | None = None
+        self._waiting: list[tuple[NewDelivery, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        # Woken whenever new work is committed, so the worker need not poll.
+        self.new_work = asyncio.Event()
+        self.inbox_id = ""
+
+    # ---- life ----------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(SCHEMA)
+        # A random name for this store, so messages posted from another store are never mistaken
+        # for ours when the channel's history is checked after a crash.
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('inbox_id', lower(hex(randomblob(8))))")
+        self.inbox_id = conn.execute("SELECT value FROM meta WHERE key='inbox_id'").fetchone()[0]
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._flusher:
+            await asyncio.shield(self._flusher)
+        if self._conn is not None:
+            await self._run(self._close_sync)
+        self._executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        assert self._conn is not None
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.close()
+        self._conn = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("inbox is not open")
+        return self._conn
+
+    # ---- accepting (group commit) ---------------------------------------------------------------
+
+    async def accept(self, delivery: NewDelivery) -> bool:
+        """Store a delivery durably. True if new, False if it was already stored."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((delivery, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop())
+        return await future
+
+    async def _flush_loop(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                results = await self._run(self._insert_batch, [d for d, _ in batch])
+            except Exception as exc:  # the disk failed: every waiter learns it, none is told 200
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), is_new in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(is_new)
+            if any(results):
+                self.new_work.set()
+
+    def _insert_batch(self, batch: list[NewDelivery]) -> list[bool]:
+        now = time.time()
+        results = []
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for d in batch:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO deliveries (dedup_key, delivery_id, configuration_id, event_type,"
+                    " asset_id, route, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (d.dedup_key, d.delivery_id or d.dedup_key, d.configuration_id, d.event_type,
+                     d.asset_id, d.route, d.body, now),
+                )
+                results.append(cursor.rowcount == 1)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return results
+
+    # ---- the worker's side ----------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """After a crash: rows left claimed go back to pending, marked as possibly posted."""
+        return await self._run(self._write, "UPDATE deliveries SET state='pending', maybe_posted=1 "
+                                            "WHERE state='claimed'")
+
+    async def claim(self, limit: int) -> list[Delivery]:
+        return await self._run(self._claim_sync, limit)
+
+    def _claim_sync(self, limit: int) -> list[Delivery]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state='pending' AND next_attempt_at<=? "
+                "ORDER BY row_id LIMIT ?",
+                (time.time(), limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE deliveries SET state='claimed', attempts=attempts+1 WHERE row_id=?",
+                [(r[0],) for r in rows],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return [
+            Delivery(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7] + 1, bool(r[8])) for r in rows
+        ]
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the next pending delivery is due (0 if one is due now), None if none."""
+        row = await self._run(self._one, "SELECT MIN(next_attempt_at) FROM deliveries WHERE state='pending'")
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, row[0] - time.time())
+
+    async def finish(self, row_ids: Iterable[int], *, channel: str | None, ts: str | None) -> None:
+        ids = list(row_ids)
+        await self._run(
+            self._write_many,
+            "UPDATE deliveries SET state='posted', channel=?, message_ts=?, finished_at=?, last_error=NULL "
+            "WHERE row_id=?",
+            [(channel, ts, time.time(), i) for i in ids],
+        )
+
+    async def retry_later(self, row_id: int, error: str, delay: float) -> None:
+        await self._run(
+            self._write,
+            "UPDATE deliveries SET state='pending', last_error=?, next_attempt_at=? WHERE row_id=?",
+            (error[:500], time.time() + delay, row_id),
+        )
+
+    async def release(self, row_ids: Iterable[int]) -> None:
+        """Give claimed rows back untouched (shutdown): they are picked up at the next start."""
+        await self._run(
+            self._write_many,
+            "UPDATE deliveries SET state='pending', attempts=MAX(attempts-1, 0) WHERE row_id=? AND state='claimed'",
+            [(i,) for i in row_ids],
+        )
+
+    async def park(self, row_id: int, error: str) -> None:
+        await self._run(
+            self._write, "UPDATE deliveries SET state='parked', last_error=? WHERE row_id=?", (error[:500], row_id)
+        )
+
+    async def unpark(self, delivery_id: str | None) -> int:
+        """Put parked deliveries back (one by delivery id, or all when None). Returns how many."""
+        sql = "UPDATE deliveries SET state='pending', attempts=0, next_attempt_at=0 WHERE state='parked'"
+        if delivery_id is None:
+            count = await self._run(self._write, sql)
+        else:
+            count = await self._run(self._write, sql + " AND delivery_id=?", (delivery_id,))
+        if count:
+            self.new_work.set()
+        return count
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    async def stats(self) -> InboxStats:
+        return await self._run(self._stats_sync)
+
+    def _stats_sync(self) -> InboxStats:
+        counts = dict(self.conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
+        oldest = self.conn.execute(
+            "SELECT MIN(received_at) FROM deliveries WHERE state IN ('pending', 'claimed')"
+        ).fetchone()[0]
+        errors = self.conn.execute(
+            "SELECT delivery_id, event_type, last_error FROM deliveries WHERE last_error IS NOT NULL "
+            "AND state IN ('pending', 'parked') ORDER BY row_id DESC LIMIT 5"
+        ).fetchall()
+        return InboxStats(
+            pending=counts.get("pending", 0),
+            in_flight=counts.get("claimed", 0),
+            parked=counts.get("parked", 0),
+            posted=counts.get("posted", 0),
+            oldest_pending_age=None if oldest is None else max(0.0, time.time() - oldest),
+            last_errors=[tuple(e) for e in errors],
+        )
+
+    async def configuration_stats(self, configuration_id: str) -> ConfigurationStats:
+        row = await self._run(
+            self._one,
+            "SELECT COUNT(*), MAX(received_at), SUM(state='parked' OR last_error IS NOT NULL) "
+            "FROM deliveries WHERE configuration_id=?",
+            (configuration_id,),
+        )
+        assert row is not None
+        return ConfigurationStats(received=row[0], last_received=row[1], failures=row[2] or 0)
+
+    async def state_of(self, delivery_id: str) -> str | None:
+        row = await self._run(self._one, "SELECT state FROM deliveries WHERE delivery_id=?", (delivery_id,))
+        return None if row is None else row[0]
+
+    async def writable(self) -> bool:
+        try:
+            await self._run(self._write, "CREATE TABLE IF NOT EXISTS probe (x)")
+            return True
+        except sqlite3.Error:
+            return False
+
+    # ---- routes: delivery URLs made by /widen create --------------------------------------------
+
+    async def add_route(self, token: str, configuration_id: str, secret: str, created_by: str | None) -> None:
+        await self._run(
+            self._write,
+            "INSERT OR REPLACE INTO routes (token, configuration_id, secret, created_by, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (token, configuration_id, secret, created_by, time.time()),
+        )
+
+    async def route(self, token: str) -> Route | None:
+        row = await self._run(
+            self._one, "SELECT token, configuration_id, secret FROM routes WHERE token=?", (token,)
+        )
+        return None if row is None else Route(*row)
+
+    async def forget_route(self, configuration_id: str) -> int:
+        return await self._run(self._write, "DELETE FROM routes WHERE configuration_id=?", (configuration_id,))
+
+    # ---- sync helpers (run on the inbox thread) -------------------------------------------------
+
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    def _write_many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        return self.conn.execute(sql, params).fetchone()

@@ -1,0 +1,385 @@
+"""WidenClient against the local DAM over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from widen.client import (
+    ASSET_EXPAND,
+    BadRequest,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    WidenClient,
+    WidenError,
+)
+from widen.limiter import RateLimiter
+from widen.models import Asset
+from widen.sandbox import DamSandbox
+
+FIXTURES = Path("/work/shared/fixtures")
+FIXTURE_ASSET_ID = "3db58e3c-fe98-4437-9637-df299f9d1b06"
+TOKEN = "sandbox-dam-token"
+HOOK_URL = "http://127.0.0.1:9/hook"  # never reached in these tests
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[DamSandbox]:
+    dam = DamSandbox(token=TOKEN)
+    await dam.start()
+    yield dam
+    await dam.stop()
+
+
+@pytest.fixture
+async def client(sandbox: DamSandbox) -> AsyncIterator[WidenClient]:
+    async with WidenClient(sandbox.base_url, TOKEN, max_attempts=3, max_wait=0.1) as widen:
+        yield widen
+
+
+def asset_calls(dam: DamSandbox) -> list[tuple[str, str, int]]:
+    return [call for call in dam.calls if call[1].startswith("/v2/assets/")]
+
+
+# ---- assets ---------------------------------------------------------------------------------------
+
+
+async def test_get_asset_returns_fixture_with_expand(sandbox: DamSandbox, client: WidenClient) -> None:
+    asset = await client.get_asset(FIXTURE_ASSET_ID)
+
+    expected = Asset.model_validate(json.loads((FIXTURES / f"api/asset.{FIXTURE_ASSET_ID}.json").read_text()))
+    assert asset.filename == expected.filename == "spring-campaign-hero_2400x1200.jpg"
+    assert asset.security == expected.security
+    assert asset.metadata == expected.metadata
+    assert asset.thumbnails and asset.thumbnails["160px"].url == expected.thumbnails["160px"].url  # type: ignore[index]
+    request = sandbox.requests[-1]
+    assert (request.method, request.path, request.status) == ("GET", f"/v2/assets/{FIXTURE_ASSET_ID}", 200)
+    assert request.query["expand"] == [ASSET_EXPAND]
+
+
+@pytest.mark.parametrize("suffix", ["", "/"])
+async def test_base_url_with_or_without_trailing_slash(sandbox: DamSandbox, suffix: str) -> None:
+    async with WidenClient(sandbox.base_url + suffix, TOKEN) as widen:
+        assert (await widen.get_asset(FIXTURE_ASSET_ID)).id == FIXTURE_ASSET_ID
+    assert sandbox.calls[-1] == ("GET", f"/v2/assets/{FIXTURE_ASSET_ID}", 200)
+
+
+async def test_not_found(sandbox: DamSandbox) -> None:
+    outcomes: list[tuple[str, str]] = []
+    async with WidenClient(sandbox.base_url, TOKEN, on_call=lambda *o: outcomes.append(o)) as widen:
+        with pytest.raises(NotFound) as caught:
+            await widen.get_asset("no-such-asset")
+    assert caught.value.status == 404
+    assert "Asset not found" in str(caught.value)
+    assert outcomes == [("get_asset", "not_found")]
+    assert len(asset_calls(sandbox)) == 1  # a 404 is not retried
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["../webhooks/configurations", "../../v2/webhooks/configurations", "x?limit=1", "a#b", "..", ".", ""],
+)
+async def test_path_like_ids_stay_one_segment(sandbox: DamSandbox, client: WidenClient, bad_id: str) -> None:
+    with pytest.raises(NotFound):
+        await client.get_asset(bad_id)
+    with pytest.raises(NotFound):
+        await client.get_webhook(bad_id)
+    with pytest.raises(NotFound):
+        await client.ping_webhook(bad_id)
+    for method, path, status in sandbox.calls:
+        assert status == 404
+        assert path.startswith(("/v2/assets/", "/v2/webhooks/configurations/"))
+        assert path not in ("/v2/webhooks/configurations", "/v2/webhooks/configurations/")
+    assert not sandbox.deliveries
+
+
+async def test_single_flight_shares_one_request(sandbox: DamSandbox, client: WidenClient) -> None:
+    sandbox.latency = 0.1  # keep the first request in flight while the others arrive
+    assets = await asyncio.gather(*(client.get_asset(FIXTURE_ASSET_ID) for _ in range(10)))
+
+    assert {a.id for a in assets} == {FIXTURE_ASSET_ID}
+    assert len(asset_calls(sandbox)) == 1
+    # Done requests are forgotten: the next call asks again.
+    await client.get_asset(FIXTURE_ASSET_ID)
+    assert len(asset_calls(sandbox)) == 2
+
+
+async def test_single_flight_shares_errors(sandbox: DamSandbox, client: WidenClient) -> None:
+    sandbox.latency = 0.1
+    results = await asyncio.gather(*(client.get_asset("missing") for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, NotFound) for r in results)
+    assert len(asset_calls(sandbox)) == 1
+
+
+async def test_single_flight_survives_one_waiter_cancelled(sandbox: DamSandbox, client: WidenClient) -> None:
+    sandbox.latency = 0.2
+    first = asyncio.create_task(client.get_asset(FIXTURE_ASSET_ID))
+    second = asyncio.create_task(client.get_asset(FIXTURE_ASSET_ID))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    assert (await second).id == FIXTURE_ASSET_ID
+    assert len(asset_calls(sandbox)) == 1
+
+
+# ---- webhook configurations --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["guide", "openapi"])
+async def test_webhook_lifecycle_in_both_shapes(shape: str) -> None:
+    dam = DamSandbox(token=TOKEN, response_shape=shape)  # type: ignore[arg-type]
+    await dam.start()
+    try:
+        async with WidenClient(dam.base_url, TOKEN) as widen:
+            webhook_id = await widen.create_webhook("asset_created", HOOK_URL, secret_key="s3cret")
+            assert webhook_id in dam.configurations
+
+            config = await widen.get_webhook(webhook_id)
+            assert config.id == webhook_id
+            assert config.event_type == "asset_created"
+            assert config.signing_enabled is True
+            assert config.delivery_enabled is True
+            assert config.created_date is not None
+
+            await widen.edit_webhook(webhook_id, delivery_enabled=False)
+            assert (await widen.get_webhook(webhook_id)).delivery_enabled is False
+
+            await widen.ping_webhook(webhook_id)
+            assert (await widen.get_webhook(webhook_id)).last_pinged_date is not None
+
+            await widen.delete_webhook(webhook_id)
+            with pytest.raises(NotFound):
+                await widen.get_webhook(webhook_id)
+    finally:
+        await dam.stop()
+
+
+async def test_secret_key_is_never_shown(sandbox: DamSandbox, client: WidenClient) -> None:
+    webhook_id = await client.create_webhook("asset_created", HOOK_URL, secret_key="top-secret-key")
+    config = await client.get_webhook(webhook_id)
+    assert "top-secret-key" not in config.model_dump_json()
+    configs, _ = await client.list_webhooks()
+    assert "top-secret-key" not in configs[0].model_dump_json()
+
+
+async def test_paging_past_ten_configurations(sandbox: DamSandbox, client: WidenClient) -> None:
+    created = [await client.create_webhook("asset_tags_updated", f"{HOOK_URL}/{n}") for n in range(23)]
+
+    page, total = await client.list_webhooks(limit=50)  # clamped to the API's maximum of 10
+    assert (len(page), total) == (10, 23)
+    page, total = await client.list_webhooks(limit=10, offset=20)
+    assert [c.id for c in page] == created[20:]
+
+    sandbox.requests.clear()
+    configs = await client.all_webhooks()
+    assert [c.id for c in configs] == created
+    assert [(r.query["limit"], r.query["offset"]) for r in sandbox.requests] == [
+        (["10"], ["0"]),
+        (["10"], ["10"]),
+        (["10"], ["20"]),
+    ]
+
+
+async def test_all_webhooks_when_there_are_none(client: WidenClient) -> None:
+    assert await client.all_webhooks() == []
+
+
+async def test_bad_request_carries_the_dam_message(sandbox: DamSandbox, client: WidenClient) -> None:
+    with pytest.raises(BadRequest) as caught:
+        await client.create_webhook("asset_renamed", HOOK_URL)
+    assert caught.value.status == 400
+    assert "event_type must be one of" in str(caught.value)
+    assert len(sandbox.calls) == 1  # a 4xx is not retried
+
+
+async def test_check(sandbox: DamSandbox, client: WidenClient) -> None:
+    await client.check()
+    sandbox.token = "revoked"
+    with pytest.raises(Unauthorized):
+        await client.check()
+
+
+# ---- failures and retries ------------------------------------------------------------------------
+
+
+async def test_unauthorized_is_not_retried(sandbox: DamSandbox) -> None:
+    async with WidenClient(sandbox.base_url, "wrong-token") as widen:
+        with pytest.raises(Unauthorized) as caught:
+            await widen.get_asset(FIXTURE_ASSET_ID)
+    assert caught.value.status == 401
+    assert len(sandbox.calls) == 1
+
+
+async def test_token_never_in_exception_text(sandbox: DamSandbox) -> None:
+    token = "widen-token-4f1c9b7e"
+    async with WidenClient(sandbox.base_url, token, max_attempts=1) as widen:
+        with pytest.raises(Unauthorized) as caught:
+            await widen.get_asset(FIXTURE_ASSET_ID)
+    assert token not in str(caught.value) and token not in repr(caught.value)
+
+
+async def test_token_echoed_by_server_is_scrubbed(unused_tcp_port: int) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        said = request.headers.get("Authorization", "")
+        return web.json_response({"error_message": f"rejected {said}"}, status=400)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    try:
+        token = "widen-token-echoed-77"
+        async with WidenClient(f"http://127.0.0.1:{unused_tcp_port}/v2", token) as widen:
+            with pytest.raises(BadRequest) as caught:
+                await widen.get_webhook("x")
+        assert "rejected Bearer ***" in str(caught.value)
+        assert token not in str(caught.value)
+    finally:
+        await runner.cleanup()
+
+
+async def test_retry_on_503_then_success(sandbox: DamSandbox) -> None:
+    reasons: list[str] = []
+    sandbox.fail_next(2, 503, "/assets")
+    async with WidenClient(sandbox.base_url, TOKEN, max_wait=0.1, on_retry=reasons.append) as widen:
+        asset = await widen.get_asset(FIXTURE_ASSET_ID)
+    assert asset.id == FIXTURE_ASSET_ID
+    assert reasons == ["5xx", "5xx"]
+    assert [status for _, _, status in sandbox.calls] == [503, 503, 200]
+
+
+async def test_unavailable_after_persistent_503(sandbox: DamSandbox) -> None:
+    outcomes: list[tuple[str, str]] = []
+    sandbox.fail_next(100, 503)
+    async with WidenClient(
+        sandbox.base_url, TOKEN, max_attempts=3, max_wait=0.05, on_call=lambda *o: outcomes.append(o)
+    ) as widen:
+        with pytest.raises(Unavailable) as caught:
+            await widen.list_webhooks()
+    assert caught.value.status == 503
+    assert len(sandbox.calls) == 3
+    assert outcomes == [("list_webhooks", "unavailable")]
+
+
+async def test_429_waits_until_ratelimit_reset(sandbox: DamSandbox) -> None:
+    reasons: list[str] = []
+    sandbox.fail_next(1, 429, reset_after=0.8)
+    async with WidenClient(sandbox.base_url, TOKEN, max_wait=5, on_retry=reasons.append) as widen:
+        started = time.monotonic()
+        await widen.get_asset(FIXTURE_ASSET_ID)
+        elapsed = time.monotonic() - started
+    # The fallback backoff would retry after 0.2-0.4 s; the server asked for 0.8 s.
+    assert 0.75 <= elapsed < 2.0
+    assert reasons == ["429"]
+    assert [status for _, _, status in sandbox.calls] == [429, 200]
+
+
+async def test_429_wait_is_capped_by_max_wait(sandbox: DamSandbox) -> None:
+    sandbox.fail_next(1, 429, reset_after=60)
+    async with WidenClient(sandbox.base_url, TOKEN, max_wait=0.2) as widen:
+        started = time.monotonic()
+        await widen.get_asset(FIXTURE_ASSET_ID)
+    assert time.monotonic() - started < 1.5
+
+
+async def test_rate_limited_after_retries(sandbox: DamSandbox) -> None:
+    sandbox.fail_next(10, 429, reset_after=0.05)
+    async with WidenClient(sandbox.base_url, TOKEN, max_attempts=2) as widen:
+        with pytest.raises(RateLimited) as caught:
+            await widen.get_asset(FIXTURE_ASSET_ID)
+    assert caught.value.status == 429
+    assert 0 <= caught.value.retry_after <= 0.5
+    assert len(sandbox.calls) == 2
+
+
+async def test_429_pauses_every_caller_of_the_client(sandbox: DamSandbox) -> None:
+    limited = asyncio.Event()
+    sandbox.fail_next(1, 429, "/assets", reset_after=0.6)
+    async with WidenClient(sandbox.base_url, TOKEN, max_wait=5, on_retry=lambda _: limited.set()) as widen:
+        first = asyncio.create_task(widen.get_asset(FIXTURE_ASSET_ID))
+        await limited.wait()
+        started = time.monotonic()
+        await widen.check()  # another caller, another endpoint: still held until the reset
+        assert time.monotonic() - started >= 0.4
+        await first
+
+
+async def test_network_error_is_unavailable() -> None:
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reasons: list[str] = []
+    async with WidenClient(
+        f"http://127.0.0.1:{port}/v2", TOKEN, max_attempts=2, max_wait=0.05, on_retry=reasons.append
+    ) as widen:
+        with pytest.raises(Unavailable) as caught:
+            await widen.get_asset(FIXTURE_ASSET_ID)
+    assert caught.value.status is None
+    assert reasons == ["network"]
+
+
+async def test_timeout_is_unavailable(sandbox: DamSandbox) -> None:
+    sandbox.latency = 0.5
+    async with WidenClient(sandbox.base_url, TOKEN, timeout=0.1, max_attempts=2, max_wait=0.05) as widen:
+        with pytest.raises(Unavailable, match="timed out"):
+            await widen.get_asset(FIXTURE_ASSET_ID)
+
+
+async def test_unexpected_answer_is_a_widen_error(unused_tcp_port: int) -> None:
+    async def not_json(request: web.Request) -> web.Response:
+        return web.Response(text="<html>maintenance</html>")
+
+    app = web.Application()
+    app.router.add_get("/v2/assets/{id}", not_json)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    try:
+        async with WidenClient(f"http://127.0.0.1:{unused_tcp_port}/v2", TOKEN) as widen:
+            with pytest.raises(WidenError, match="not JSON"):
+                await widen.get_asset("a")
+    finally:
+        await runner.cleanup()
+
+
+# ---- pacing ----------------------------------------------------------------------------------------
+
+
+async def test_limiter_keeps_under_the_rate() -> None:
+    limiter = RateLimiter(100)
+    started = time.monotonic()
+    await asyncio.gather(*(limiter.acquire() for _ in range(60)))
+    # 60 acquisitions at 100/s with a burst of 5 need at least 0.55 s.
+    assert time.monotonic() - started >= 0.5
+
+
+async def test_limiter_pause_holds_callers() -> None:
+    limiter = RateLimiter(100)
+    limiter.pause(0.3)
+    started = time.monotonic()
+    await limiter.acquire()
+    assert time.monotonic() - started >= 0.28
+
+
+async def test_client_stays_under_its_rate_limit(sandbox: DamSandbox) -> None:
+    retries: list[str] = []
+    async with WidenClient(sandbox.base_url, TOKEN, rate_limit=40, on_retry=retries.append) as widen:
+        started = time.monotonic()
+        await asyncio.gather(*(widen.check() for _ in range(50)))
+        elapsed = time.monotonic() - started
+
+    assert elapsed >= (50 - 2) / 40 - 0.05  # burst of 2, then 40/s
+    assert retries == []
+    assert all(status == 200 for _, _, status in sandbox.calls)
+    times = [r.at for r in sandbox.requests]
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 40 + 2

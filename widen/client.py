@@ -1,0 +1,355 @@
+"""WidenClient: the DAM's API v2 (assets, webhook configurations) over one httpx.AsyncClient.
+
+Every request passes the shared rate limiter, then is retried (tenacity) on network errors, timeouts,
+5xx and 429; never on other 4xx. A 429's `X-Ratelimit-Reset` (ISO-8601) or `Retry-After` (seconds) says
+how long to wait, capped at `max_wait`. Failures surface as the typed exceptions below, whose messages
+never carry the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, SecretStr, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from widen.limiter import RateLimiter
+from widen.models import Asset, CreatedWebhook, WebhookConfiguration
+
+ASSET_EXPAND = "asset_properties,embeds,file_properties,metadata,security,status,thumbnails"
+MAX_PAGE = 10  # the API refuses a larger `limit` for webhook configurations
+_RATE_WINDOW = 1.0  # seconds; the fallback wait for a 429 without a hint
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class WidenError(Exception):
+    """Any failure talking to the DAM. `status` is the HTTP status, None when no answer came."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(WidenError):
+    """404: no such asset or configuration."""
+
+
+class Unauthorized(WidenError):
+    """401/403: the token is missing, wrong, revoked, or lacks the permission."""
+
+
+class BadRequest(WidenError):
+    """Another 4xx: the DAM refused what we sent; the message carries its reason."""
+
+
+class Unavailable(WidenError):
+    """5xx, network error or timeout, still failing after the retries."""
+
+
+class RateLimited(WidenError):
+    """429 still answered after the retries; `retry_after` is the server's hint in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, status: int | None = 429) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+def _outcome(exc: BaseException) -> str:
+    """The label the `on_call` hook receives for a failed operation."""
+    for kind, label in (
+        (NotFound, "not_found"),
+        (Unauthorized, "unauthorized"),
+        (RateLimited, "rate_limited"),
+        (Unavailable, "unavailable"),
+    ):
+        if isinstance(exc, kind):
+            return label
+    return "error"
+
+
+def _retry_reason(exc: BaseException | None) -> str:
+    if isinstance(exc, RateLimited):
+        return "429"
+    if isinstance(exc, WidenError) and exc.status is not None:
+        return "5xx"
+    return "network"
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: quoted, so it can never reach another endpoint."""
+    # "." and ".." would be resolved away by URL normalisation; no real id looks like that.
+    if value in ("", ".", ".."):
+        raise NotFound(f"no such id: {value!r}", status=None)
+    return quote(value, safe="")
+
+
+def _hint_seconds(response: httpx.Response) -> float | None:
+    """The server's own wait hint: `X-Ratelimit-Reset` (ISO-8601 time) or `Retry-After` (seconds)."""
+    reset = response.headers.get("X-Ratelimit-Reset")
+    if reset:
+        try:
+            when = datetime.fromisoformat(reset.strip())
+        except ValueError:
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    retry_after = response.headers.get("Retry-After")
+    if retry_after:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            return None
+    return None
+
+
+def _body_message(response: httpx.Response) -> str:
+    """The DAM's own words about an error, if it gave any."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:200]
+    if isinstance(data, dict):
+        for key in ("error_message", "message", "error", "detail", "description"):
+            if isinstance(data.get(key), str):
+                return str(data[key])[:200]
+    return ""
+
+
+class WidenClient:
+    """Typed calls to the DAM's API v2. Share one instance per process; close it with `aclose()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | SecretStr,
+        *,
+        rate_limit: float = 45.0,
+        timeout: float = 10.0,
+        max_attempts: int = 5,
+        max_wait: float = 30.0,
+        on_retry: Callable[[str], None] | None = None,
+        on_call: Callable[[str, str], None] | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._token = token if isinstance(token, SecretStr) else SecretStr(token)
+        self._max_attempts = max(1, max_attempts)
+        self._max_wait = max_wait
+        self._on_retry = on_retry
+        self._on_call = on_call
+        self.limiter = limiter or RateLimiter(rate_limit)
+        self._backoff = wait_exponential_jitter(initial=0.2, max=max_wait, jitter=0.2)
+        self._inflight: dict[str, asyncio.Future[Asset]] = {}
+        self._http = httpx.AsyncClient(
+            # httpx joins "/assets/..." onto the base path either way; normalise for readability.
+            base_url=base_url.rstrip("/") + "/",
+            timeout=httpx.Timeout(timeout),
+            headers={
+                "Authorization": f"Bearer {self._token.get_secret_value()}",
+                "Accept": "application/json",
+            },
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # ---- assets ----------------------------------------------------------------------------------
+
+    async def get_asset(self, asset_id: str) -> Asset:
+        """The asset with every expansion the bot shows. Concurrent calls for one id share a request."""
+        future = self._inflight.get(asset_id)
+        if future is None:
+            future = asyncio.ensure_future(self._fetch_asset(asset_id))
+            self._inflight[asset_id] = future
+            future.add_done_callback(lambda done: self._forget(asset_id, done))
+        # shield: one waiter giving up must not cancel the request the others wait on.
+        return await asyncio.shield(future)
+
+    def _forget(self, asset_id: str, done: asyncio.Future[Asset]) -> None:
+        if self._inflight.get(asset_id) is done:
+            del self._inflight[asset_id]
+        if not done.cancelled():
+            done.exception()  # marks it retrieved even if every waiter left
+
+    async def _fetch_asset(self, asset_id: str) -> Asset:
+        with self._operation("get_asset"):
+            path = f"/assets/{_segment(asset_id)}"
+            response = await self._request("GET", path, params={"expand": ASSET_EXPAND})
+            return self._parse(Asset, response)
+
+    # ---- webhook configurations ------------------------------------------------------------------
+
+    async def list_webhooks(
+        self, limit: int = MAX_PAGE, offset: int = 0
+    ) -> tuple[list[WebhookConfiguration], int]:
+        """One page of configurations and the total count."""
+        with self._operation("list_webhooks"):
+            params = {"limit": max(1, min(MAX_PAGE, limit)), "offset": max(0, offset)}
+            data = self._json(await self._request("GET", "/webhooks/configurations", params=params))
+            raw_items = data.get("items") or []
+            if not isinstance(raw_items, list):
+                raise WidenError("answer has no list of items", status=200)
+            items = [self._validate(WebhookConfiguration, item) for item in raw_items]
+            total = data.get("total_count", data.get("total"))
+            return items, total if isinstance(total, int) else len(items)
+
+    async def all_webhooks(self) -> list[WebhookConfiguration]:
+        """Every configuration, page by page."""
+        found: list[WebhookConfiguration] = []
+        while True:
+            page, total = await self.list_webhooks(limit=MAX_PAGE, offset=len(found))
+            found.extend(page)
+            if not page or len(found) >= total:
+                return found
+
+    async def create_webhook(
+        self, event_type: str, delivery_url: str, secret_key: str | SecretStr | None = None
+    ) -> str:
+        """Creates a configuration; answers its id."""
+        with self._operation("create_webhook"):
+            body: dict[str, Any] = {"event_type": event_type, "delivery_url": delivery_url}
+            if secret_key is not None:
+                secret = secret_key.get_secret_value() if isinstance(secret_key, SecretStr) else secret_key
+                body["secret_key"] = secret
+            response = await self._request("POST", "/webhooks/configurations", json=body)
+            return self._parse(CreatedWebhook, response).id
+
+    async def get_webhook(self, webhook_id: str) -> WebhookConfiguration:
+        with self._operation("get_webhook"):
+            response = await self._request("GET", f"/webhooks/configurations/{_segment(webhook_id)}")
+            return self._parse(WebhookConfiguration, response)
+
+    async def edit_webhook(self, webhook_id: str, **fields: Any) -> None:
+        """Changes some of delivery_enabled, delivery_url, event_type, secret_key (PUT, 204)."""
+        with self._operation("edit_webhook"):
+            body = {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in fields.items()}
+            await self._request("PUT", f"/webhooks/configurations/{_segment(webhook_id)}", json=body)
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        with self._operation("delete_webhook"):
+            await self._request("DELETE", f"/webhooks/configurations/{_segment(webhook_id)}")
+
+    async def ping_webhook(self, webhook_id: str) -> None:
+        """Asks the DAM to deliver a `ping` event to the configuration's delivery URL (204)."""
+        with self._operation("ping_webhook"):
+            await self._request("GET", f"/webhooks/configurations/{_segment(webhook_id)}/ping")
+
+    async def check(self) -> None:
+        """A cheap call that proves the URL and the token work; raises otherwise."""
+        await self.list_webhooks(limit=1)
+
+    # ---- plumbing --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _operation(self, name: str) -> Iterator[None]:
+        """Reports each operation's outcome to the `on_call` hook."""
+        try:
+            yield
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self._report(name, _outcome(exc))
+            raise
+        self._report(name, "ok")
+
+    def _report(self, name: str, outcome: str) -> None:
+        if self._on_call is not None:
+            self._on_call(name, outcome)
+
+    async def _request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
+    ) -> httpx.Response:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            retry=retry_if_exception_type((RateLimited, Unavailable)),
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(method, path, params, json)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _attempt(
+        self, method: str, path: str, params: dict[str, Any] | None, json: Any
+    ) -> httpx.Response:
+        await self.limiter.acquire()
+        try:
+            response = await self._http.request(method, path, params=params, json=json)
+        except httpx.TimeoutException as exc:
+            raise Unavailable(f"{method} {path}: timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise Unavailable(self._scrub(f"{method} {path}: {type(exc).__name__}: {exc}")) from exc
+        if response.is_success:
+            return response
+        raise self._error(method, path, response)
+
+    def _error(self, method: str, path: str, response: httpx.Response) -> WidenError:
+        status = response.status_code
+        detail = _body_message(response)
+        message = self._scrub(
+            f"{method} {path}: {status} {response.reason_phrase}" + (f": {detail}" if detail else "")
+        )
+        if status == 429:
+            hint = _hint_seconds(response)
+            wait = min(self._max_wait, _RATE_WINDOW if hint is None else hint)
+            self.limiter.pause(wait)  # everyone sharing this client waits, not only this caller
+            return RateLimited(message, retry_after=wait, status=status)
+        if status >= 500:
+            return Unavailable(message, status=status)
+        if status == 404:
+            return NotFound(message, status=status)
+        if status in (401, 403):
+            return Unauthorized(message, status=status)
+        return BadRequest(message, status=status)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited):
+            return exc.retry_after
+        return float(self._backoff(state))
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        if self._on_retry is not None:
+            self._on_retry(_retry_reason(state.outcome.exception() if state.outcome else None))
+
+    def _scrub(self, text: str) -> str:
+        secret = self._token.get_secret_value()
+        return text.replace(secret, "***") if secret else text
+
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            raise WidenError("answer is not JSON", status=response.status_code) from None
+        if not isinstance(data, dict):
+            raise WidenError("answer is not a JSON object", status=response.status_code)
+        return data
+
+    def _parse(self, model: type[M], response: httpx.Response) -> M:
+        return self._validate(model, self._json(response))
+
+    def _validate(self, model: type[M], data: Any) -> M:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            raise WidenError(f"unexpected {model.__name__} answer: {problems}", status=200) from None

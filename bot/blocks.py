@@ -388,14 +388,23 @@ def _file_fields(asset: Asset) -> list[str]:
     return fields
 
 
+_ACTOR_LABELS: dict[str, tuple[str, str]] = {
+    "asset_created": ("Uploaded by", "Uploaded"),
+    "asset_version_added": ("Uploaded by", "Uploaded"),
+    "asset_deleted": ("Deleted by", "Deleted"),
+}
+
+
 def _upload_fields(event: WebhookEvent, asset: Asset | None) -> list[str]:
+    """Who did it and when: the event's own user and date, else the asset's upload date."""
+    by, when = _ACTOR_LABELS.get(event.event_type, ("Changed by", "Changed"))
     fields = []
     if event.username:
-        fields.append(f"*By*\n{mrkdwn_escape(event.username)}")
+        fields.append(f"*{by}*\n{mrkdwn_escape(event.username)}")
     if event.date_created:
-        fields.append(f"*When*\n{_when_text(event.date_created)}")
+        fields.append(f"*{when}*\n{_when_text(event.date_created)}")
     elif asset and asset.file_upload_date:
-        fields.append(f"*When*\n{slack_date(asset.file_upload_date)}")
+        fields.append(f"*Uploaded*\n{slack_date(asset.file_upload_date)}")
     return fields
 
 

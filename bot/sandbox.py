@@ -8,6 +8,7 @@ slack_sdk's own models, and prints every message in a readable form. Tests point
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -83,6 +84,7 @@ class SlackSandbox:
         self.channel_burst = channel_burst
         self.out = out
         self.reject_images = False
+        self.answer_delay: dict[str, float] = {}  # method -> seconds to wait after acting, before answering
         self.messages: list[dict[str, Any]] = []
         self.ephemerals: list[dict[str, Any]] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}
@@ -158,6 +160,9 @@ class SlackSandbox:
         method = request.match_info["method"]
         params = await _read_params(request)
         status, body, headers = await self._dispatch(method, request, params)
+        delay = self.answer_delay.get(method, 0.0)
+        if delay:  # the call took effect, the answer is late: a crash in between is the hard case
+            await asyncio.sleep(delay)
         if isinstance(body, dict):
             self.calls.append((method, "ok" if body.get("ok") else str(body.get("error"))))
         else:

@@ -51,19 +51,21 @@ def free_port() -> int:
 
 
 def sandbox_settings(dam: DamSandbox, slack: SlackSandbox, port: int, database: Path, **extra: Any) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        slack_bot_token=slack.token,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=slack.base_url,
-        slack_channel=CHANNEL,
-        widen_api_token=dam.token,
-        widen_api_url=dam.base_url,
-        public_base_url=f"http://127.0.0.1:{port}",
-        database_url=f"sqlite:///{database}",
-        host="127.0.0.1",
-        port=port,
-        **extra,
+    # model_validate, not Settings(): the sandbox must not pick up the environment or a .env file.
+    return Settings.model_validate(
+        {
+            "slack_bot_token": slack.token,
+            "slack_signing_secret": SIGNING_SECRET,
+            "slack_api_url": slack.base_url,
+            "slack_channel": CHANNEL,
+            "widen_api_token": dam.token,
+            "widen_api_url": dam.base_url,
+            "public_base_url": f"http://127.0.0.1:{port}",
+            "database_url": f"sqlite:///{database}",
+            "host": "127.0.0.1",
+            "port": port,
+            **extra,
+        }
     )
 
 

@@ -95,7 +95,7 @@ def test_fixture_asset_card(asset: Asset) -> None:
     assert "1.8 MB" in dumped
     assert "2400 × 1200" in dumped
     assert "Image · JPEG" in dumped
-    assert "dam.admin@example.com" in dumped
+    assert "*Uploaded by*\\ndam.admin@example.com" in dumped
     assert "*Description*\\nHero banner for the spring campaign landing page" in dumped
     assert "*Keywords*\\nspring, campaign, hero, banner" in dumped
     assert "*Usage rights*\\nInternal and web use until end of season" in dumped
@@ -112,7 +112,9 @@ def test_asset_url_template_wins_over_share_link(asset: Asset) -> None:
     message = asset_message(event(), asset, now=NOW, asset_url_template=template)
     dumped = json.dumps(message)
     assert SHARE not in dumped
-    expected = f"https://dam.example.com/asset/qzbsmyb3ua?id={ASSET_ID}&amp;name=spring-campaign-hero_2400x1200.jpg"
+    expected = (
+        f"https://dam.example.com/asset/qzbsmyb3ua?id={ASSET_ID}&amp;name=spring-campaign-hero_2400x1200.jpg"
+    )
     assert f"<{expected}|Open in the DAM>" in dumped
 
 
@@ -143,7 +145,10 @@ def test_unsafe_urls_are_not_linked(asset_data: dict[str, Any], url: str) -> Non
 
 
 def test_share_link_from_any_embed(asset_data: dict[str, Any]) -> None:
-    asset_data["embeds"] = {"original": {"share": None}, "640px": {"share": "https://example.widen.net/s/other"}}
+    asset_data["embeds"] = {
+        "original": {"share": None},
+        "640px": {"share": "https://example.widen.net/s/other"},
+    }
     message = asset_message(event(), Asset.model_validate(asset_data), now=NOW)
     assert "<https://example.widen.net/s/other|Open in the DAM>" in json.dumps(message)
 

@@ -95,7 +95,7 @@ async def test_path_like_ids_stay_one_segment(sandbox: DamSandbox, client: Widen
         await client.get_webhook(bad_id)
     with pytest.raises(NotFound):
         await client.ping_webhook(bad_id)
-    for method, path, status in sandbox.calls:
+    for _method, path, status in sandbox.calls:
         assert status == 404
         assert path.startswith(("/v2/assets/", "/v2/webhooks/configurations/"))
         assert path not in ("/v2/webhooks/configurations", "/v2/webhooks/configurations/")

@@ -51,7 +51,9 @@ async def test_auth_test_and_wrong_token(sandbox: SlackSandbox, client: AsyncWeb
     assert sandbox.calls == [("auth.test", "ok"), ("auth.test", "invalid_auth")]
 
 
-async def test_post_message_is_recorded(sandbox: SlackSandbox, client: AsyncWebClient, out: io.StringIO) -> None:
+async def test_post_message_is_recorded(
+    sandbox: SlackSandbox, client: AsyncWebClient, out: io.StringIO
+) -> None:
     first = await client.chat_postMessage(channel=CHANNEL, text="one", blocks=[HERO])
     second = await client.chat_postMessage(channel=CHANNEL, text="two", thread_ts=first["ts"])
     assert first["channel"] == CHANNEL and first["message"]["text"] == "one"
@@ -78,6 +80,7 @@ LONG_HEADER = {"type": "header", "text": {"type": "plain_text", "text": "h" * 15
         ({"channel": CHANNEL, "text": "x", "blocks": [LONG_HEADER]}, "invalid_blocks"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
 async def test_post_message_errors(client: AsyncWebClient, kwargs: dict[str, Any], error: str) -> None:
     with pytest.raises(SlackApiError) as caught:
         await client.chat_postMessage(**kwargs)
@@ -92,7 +95,9 @@ async def test_invalid_blocks_names_the_block(client: AsyncWebClient) -> None:
 
 async def test_metadata_round_trip_and_paging(sandbox: SlackSandbox, client: AsyncWebClient) -> None:
     metadata = {"event_type": "widen_asset", "event_payload": {"delivery_id": "d-1"}}
-    posted = [await client.chat_postMessage(channel=CHANNEL, text=f"m{i}", metadata=metadata) for i in range(5)]
+    posted = [
+        await client.chat_postMessage(channel=CHANNEL, text=f"m{i}", metadata=metadata) for i in range(5)
+    ]
     await client.chat_postMessage(channel="C0OTHER", text="elsewhere")
     await client.chat_postMessage(channel=CHANNEL, text="reply", thread_ts=posted[0]["ts"])
 

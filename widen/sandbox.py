@@ -166,13 +166,11 @@ class DamSandbox:
         return self._base_url
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stops serving; deliveries still running are cancelled (await wait_deliveries_idle first)."""
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # runs _shutdown through the app's on_cleanup
             self._runner = None
-        await self._close_session()
+        await self._shutdown()
 
     @property
     def base_url(self) -> str:
@@ -323,7 +321,10 @@ class DamSandbox:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    async def _close_session(self, _app: web.Application | None = None) -> None:
+    async def _shutdown(self, _app: web.Application | None = None) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -332,7 +333,7 @@ class DamSandbox:
 
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
-        app.on_cleanup.append(self._close_session)
+        app.on_cleanup.append(self._shutdown)
         app.router.add_get("/v2/assets/{id}", self._get_asset)
         app.router.add_get("/v2/webhooks/configurations", self._list_configurations)
         app.router.add_post("/v2/webhooks/configurations", self._create_configuration)

@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.app import mount_slack
 from bot.notify import ChannelPacer, Notifier
 from receiver import signing
 from receiver.inbox import Inbox, NewDelivery
@@ -29,6 +30,8 @@ from widen.models import ASSET_EVENT_TYPES, PING, WebhookEvent
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024
+ACCEPTED = b'{"status": "accepted"}'
+DUPLICATE = b'{"status": "duplicate"}'
 
 SETTINGS = web.AppKey("settings", Settings)
 INBOX = web.AppKey("inbox", Inbox)
@@ -60,6 +63,8 @@ def build_app(settings: Settings, *, slack_channel_rate: float = 1.0) -> web.App
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app[PING_LISTENERS] = []  # called for every ping the worker processes; /widen ping listens here
+    mount_slack(app, settings)  # /slack/events (or Socket Mode) and /widen
     return app
 
 
@@ -82,7 +87,7 @@ def _open_clients(slack_channel_rate: float) -> Any:
             str(settings.widen_api_url),
             settings.widen_api_token.get_secret_value() if settings.widen_api_token else "",
             rate_limit=settings.widen_rate_limit,
-            on_retry=lambda reason: metrics.retries.labels(f"dam_{reason}").inc(),
+            on_retry=lambda reason: metrics.retried("dam", reason),
             on_call=lambda op, outcome: metrics.dam_calls.labels(op, outcome).inc(),
         )
         slack = AsyncWebClient(
@@ -96,7 +101,7 @@ def _open_clients(slack_channel_rate: float) -> Any:
             slack,
             pacer=ChannelPacer(rate=slack_channel_rate),
             on_call=lambda method, outcome: metrics.slack_calls.labels(method, outcome).inc(),
-            on_retry=lambda reason: metrics.retries.labels(reason).inc(),
+            on_retry=lambda reason: metrics.retried("slack", reason),
         )
         app[READINESS] = Readiness(app[INBOX], slack, widen, cache_seconds=settings.ready_cache_seconds)
         yield
@@ -142,17 +147,11 @@ def _refuse(status: int, error: str, **extra: Any) -> web.Response:
 
 
 async def _read_limited(request: web.Request) -> bytes | None:
-    """The body, or None when it is over MAX_BODY (checked before and while reading)."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
+    """The body, or None when it is over MAX_BODY (aiohttp checks Content-Length and counts as it reads)."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
         return None
-    chunks = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def receive_delivery(request: web.Request) -> web.Response:
@@ -217,7 +216,7 @@ async def receive_delivery(request: web.Request) -> web.Response:
         )
     )
     metrics.deliveries.labels(_label(event.event_type), "accepted" if is_new else "duplicate").inc()
-    return web.json_response({"status": "accepted" if is_new else "duplicate"})
+    return web.Response(body=ACCEPTED if is_new else DUPLICATE, content_type="application/json")
 
 
 def _label(event_type: str) -> str:

@@ -1,6 +1,12 @@
-"""`widen-bot check`: one line per check, non-zero exit naming what failed."""
+"""`widen-bot check`: one line per check, non-zero exit naming what failed.
+
+It runs where `serve` will run (the container, the same env file), so it proves the settings, the store's
+volume and both tokens before the server is started or the DAM is pointed at it.
+"""
 
 from __future__ import annotations
+
+import os
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -8,49 +14,94 @@ from slack_sdk.web.async_client import AsyncWebClient
 from receiver.settings import Settings
 from widen.client import Unauthorized, WidenClient, WidenError
 
+TIMEOUT = 10  # seconds per network check
+
+
+def _ok(name: str, detail: str = "") -> None:
+    print(f"ok    {name}" + (f": {detail}" if detail else ""), flush=True)
+
+
+def _fail(name: str, detail: str) -> None:
+    print(f"FAIL  {name}: {detail}", flush=True)
+
+
+def _skip(name: str, detail: str) -> None:
+    print(f"skip  {name}: {detail}", flush=True)
+
+
+def check_settings(settings: Settings) -> bool:
+    problems = settings.problems_for_serve()
+    for line in problems:
+        _fail("settings", line)
+    if not problems:
+        _ok("settings")
+    return not problems
+
+
+def check_store(settings: Settings) -> bool:
+    """The store's directory exists (or can be made) and this user may write there; nothing is created."""
+    path = settings.database_path.absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing == path:
+        ok = path.is_file() and os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK)
+    else:
+        ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    if ok:
+        _ok("store", f"{path} is writable" if existing == path else f"{path} can be created")
+    else:
+        _fail("store", f"{existing} is not writable by this user: check DATABASE_URL and the volume")
+    return ok
+
+
+async def check_slack(settings: Settings) -> bool:
+    if settings.slack_bot_token is None:
+        _skip("slack", "SLACK_BOT_TOKEN is not set")
+        return False
+    slack = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=str(settings.slack_api_url),
+                           timeout=TIMEOUT, retry_handlers=[])
+    try:
+        auth = await slack.auth_test()
+    except SlackApiError as exc:
+        data = exc.response.data if isinstance(exc.response.data, dict) else {}
+        error = data.get("error") or f"HTTP {exc.response.status_code}"
+        _fail("slack", f"auth.test answered {error}: check SLACK_BOT_TOKEN and SLACK_API_URL")
+        return False
+    except Exception as exc:  # every kind of network failure: name it, no traceback
+        _fail("slack", f"cannot reach {settings.slack_api_url} ({type(exc).__name__}): check SLACK_API_URL")
+        return False
+    _ok("slack", f"auth.test as {auth.get('user_id')} in team {auth.get('team_id')}")
+    return True
+
+
+async def check_dam(settings: Settings) -> bool:
+    if settings.widen_api_token is None:
+        _skip("dam", "WIDEN_API_TOKEN is not set")
+        return False
+    async with WidenClient(str(settings.widen_api_url), settings.widen_api_token, timeout=TIMEOUT,
+                           max_attempts=2, max_wait=2) as widen:
+        try:
+            await widen.check()
+        except Unauthorized:
+            _fail("dam", "the DAM refused WIDEN_API_TOKEN")
+            return False
+        except WidenError as exc:  # the client's messages never carry the token
+            _fail("dam", f"{exc}: check WIDEN_API_URL")
+            return False
+    _ok("dam", f"{settings.widen_api_url} accepts WIDEN_API_TOKEN")
+    return True
+
 
 async def run_checks(settings: Settings) -> int:
-    failed: list[str] = []
-
-    problems = settings.problems_for_serve()
-    if problems:
-        for line in problems:
-            print(f"FAIL settings: {line}")
-        failed.append("settings")
-    else:
-        print("ok   settings")
-
-    if settings.slack_bot_token:
-        slack = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=str(settings.slack_api_url))
-        try:
-            auth = await slack.auth_test()
-            print(f"ok   slack: auth.test as {auth.get('user_id')} in team {auth.get('team_id')}")
-        except SlackApiError as exc:
-            error = exc.response.data.get("error") if isinstance(exc.response.data, dict) else exc.response.status_code
-            print(f"FAIL slack: auth.test answered {error}: check SLACK_BOT_TOKEN and SLACK_API_URL")
-            failed.append("slack")
-        except Exception as exc:
-            print(f"FAIL slack: cannot reach {settings.slack_api_url} ({type(exc).__name__})")
-            failed.append("slack")
-        finally:
-            if slack.session is not None:
-                await slack.session.close()
-
-    if settings.widen_api_token:
-        async with WidenClient(str(settings.widen_api_url), settings.widen_api_token.get_secret_value(),
-                               max_attempts=2, max_wait=2) as widen:
-            try:
-                await widen.check()
-                print(f"ok   dam: {settings.widen_api_url} accepts WIDEN_API_TOKEN")
-            except Unauthorized:
-                print("FAIL dam: the DAM refused WIDEN_API_TOKEN")
-                failed.append("dam")
-            except WidenError as exc:
-                print(f"FAIL dam: {exc}")
-                failed.append("dam")
-
+    results = {
+        "settings": check_settings(settings),
+        "store": check_store(settings),
+        "slack": await check_slack(settings),
+        "dam": await check_dam(settings),
+    }
+    failed = [name for name, ok in results.items() if not ok]
     if failed:
-        print(f"check failed: {', '.join(failed)}")
+        print(f"check failed: {', '.join(failed)}", flush=True)
         return 1
-    print("all checks passed")
+    print("all checks passed", flush=True)
     return 0
+

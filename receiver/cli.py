@@ -4,23 +4,63 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pydantic import ValidationError
 
 from receiver.settings import Settings
 
+HTTP_DRAIN_SECONDS = 5.0
 
-def load_settings(**overrides: object) -> Settings:
-    """Settings, or exit 2 with one line per problem naming the variable (no traceback)."""
+
+def load_settings(*, for_serve: bool = False, prefix: str = "") -> Settings:
+    """Settings, or exit 2 with one line per problem naming the variable (no traceback).
+
+    `for_serve` also reports what serve needs and lacks, in the same list as the invalid values, so
+    one run shows every problem.
+    """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings()
     except ValidationError as exc:
-        for error in exc.errors():
-            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
-            print(f"{name}: {error['msg']}", file=sys.stderr)
-        raise SystemExit(2) from None
+        invalid = {_variable(error["loc"]): _reason(error["msg"]) for error in exc.errors()}
+        lines = [f"{name}: {reason}" for name, reason in invalid.items()]
+        if for_serve:
+            lines += [line for line in _missing_for_serve(set(invalid)) if line.split(":")[0] not in invalid]
+        _exit_with(lines, prefix)
+    if for_serve and settings.problems_for_serve():
+        _exit_with(settings.problems_for_serve(), prefix)
+    return settings
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    return str(loc[0]).upper() if loc else "settings"
+
+
+def _reason(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def _missing_for_serve(invalid: set[str]) -> list[str]:
+    """What serve lacks besides the invalid values (those read as their defaults here)."""
+    defaults = {
+        name.upper(): field.get_default(call_default_factory=True)
+        for name, field in Settings.model_fields.items()
+        if name.upper() in invalid
+    }
+    try:
+        return Settings(**{k.lower(): v for k, v in defaults.items()}).problems_for_serve()
+    except ValidationError:
+        return []
+
+
+def _exit_with(lines: list[str], prefix: str) -> NoReturn:
+    for line in lines:
+        print(prefix + line, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def serve(_: argparse.Namespace) -> int:
@@ -29,23 +69,28 @@ def serve(_: argparse.Namespace) -> int:
     from receiver import logs
     from receiver.app import build_app
 
-    settings = load_settings()
-    problems = settings.problems_for_serve()
-    if problems:
-        for line in problems:
-            print(line, file=sys.stderr)
-        return 2
+    settings = load_settings(for_serve=True)
     logs.configure(settings.log_level, settings.log_format)
+    # The store's COMMIT waits for the disk on a thread; once the disk answers, that thread should get
+    # the GIL back within half a millisecond, not the default 5 ms, or every delivery waits for it.
+    sys.setswitchinterval(0.0005)
     _use_uvloop()
-    web.run_app(
-        build_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-    )
+    try:
+        web.run_app(
+            build_app(settings),
+            host=settings.host,
+            port=settings.port,
+            # On SIGTERM: stop listening, give requests being answered this long (deliveries are stored
+            # in milliseconds, Slack commands acknowledged within 3 s), then the worker gets its own
+            # SHUTDOWN_TIMEOUT to finish or release in-flight deliveries, then the store is checkpointed.
+            shutdown_timeout=min(settings.shutdown_timeout, HTTP_DRAIN_SECONDS),
+            access_log=None,
+            print=None,
+            handle_signals=True,
+        )
+    except (OSError, sqlite3.Error) as exc:  # port taken, store unreachable: one line, not a traceback
+        logging.getLogger("widen-bot").critical("cannot start: %s (HOST, PORT, DATABASE_URL)", exc)
+        return 1
     return 0
 
 
@@ -56,9 +101,12 @@ def sandbox(args: argparse.Namespace) -> int:
 
 
 def check(_: argparse.Namespace) -> int:
+    from receiver import logs
     from receiver.check import run_checks
 
-    settings = load_settings()
+    settings = load_settings(prefix="FAIL  settings: ")
+    # A command for people: text logs, still through the scrubbing formatter.
+    logs.configure(settings.log_level, "text")
     return asyncio.run(run_checks(settings))
 
 

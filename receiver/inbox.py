@@ -1,24 +1,31 @@
 """The durable inbox: accept, deduplicate, claim, finish, retry, park.
 
-One SQLite database in WAL mode. Every call runs on one dedicated thread that owns the connection, so
-the event loop never blocks on disk and SQLite never sees two writers. Deliveries arriving together are
-written in one transaction (group commit): each `accept` returns only after its row is committed with
-`synchronous=FULL`, so a 200 means the delivery survives kill -9 and power loss alike.
+One SQLite database in WAL mode, one writing connection. Statements run right on the event loop's
+thread (they are short and indexed; handing each to a thread would cost GIL handovers under load);
+only COMMIT, the part that waits for the disk, runs on a thread, while the loop goes on taking requests.
+Deliveries arriving meanwhile are written together in the next transaction (group commit). An `accept`
+returns only after its row is committed with `synchronous=FULL`, so a 200 means the delivery survives
+kill -9 and power loss alike. Aggregates (`stats`, for /metrics and /widen status) run on a thread with
+their own read-only connection, which WAL lets read while the loop writes.
 
-States: pending -> claimed -> posted, or pending again (retry later), or parked (dead letter, kept
-until an admin retries it). A row left `claimed` by a crash may or may not have reached Slack; at start
-it goes back to pending marked `maybe_posted`, and the worker checks the channel before posting again.
+States: pending -> claimed -> posting -> posted, or pending again (retry later), or parked (dead letter,
+kept until an admin retries it). `claimed` is bookkeeping, written without fsync: losing it only makes
+a row pending again. `posting` is written durably just before the Slack call: a row left `posting` by a
+crash may or may not have reached Slack, so at start it goes back to pending marked `maybe_posted`, and
+the worker checks the channel before posting it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -117,8 +124,11 @@ class ConfigurationStats:
 class Inbox:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox-commit")
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        # One transaction at a time on the writing connection (its COMMIT may be on the thread).
+        self._lock = asyncio.Lock()
         self._waiting: list[tuple[NewDelivery, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         # Woken whenever new work is committed, so the worker need not poll.
@@ -128,11 +138,7 @@ class Inbox:
     # ---- life ----------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._run(self._open_sync)
-
-    def _open_sync(self) -> None:
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -143,28 +149,60 @@ class Inbox:
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('inbox_id', lower(hex(randomblob(8))))")
         self.inbox_id = conn.execute("SELECT value FROM meta WHERE key='inbox_id'").fetchone()[0]
         self._conn = conn
+        self._reader = self._connect_reader()
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
 
     async def close(self) -> None:
         if self._flusher:
             await asyncio.shield(self._flusher)
-        if self._conn is not None:
-            await self._run(self._close_sync)
-        self._executor.shutdown(wait=True)
-
-    def _close_sync(self) -> None:
-        assert self._conn is not None
-        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._conn.close()
-        self._conn = None
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        async with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            if self._conn is not None:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._conn.close()
+                self._conn = None
+        self._committer.shutdown(wait=True)
 
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError("inbox is not open")
         return self._conn
+
+    async def _transaction(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run `work` in one write transaction; COMMIT (the fsync) on the commit thread."""
+        async with self._lock:
+            conn = self.conn
+            if not durable:
+                conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                await asyncio.get_running_loop().run_in_executor(self._committer, conn.execute, "COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
+            return result
+
+    async def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        return await self._transaction(lambda conn: conn.execute(sql, params).rowcount)
+
+    async def _write_many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
+        await self._transaction(lambda conn: conn.executemany(sql, params))
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        """An indexed read of what is committed; WAL never makes it wait for the writer."""
+        if self._reader is None:
+            raise RuntimeError("inbox is not open")
+        return self._reader.execute(sql, params).fetchone()
 
     # ---- accepting (group commit) ---------------------------------------------------------------
 
@@ -180,7 +218,7 @@ class Inbox:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                results = await self._run(self._insert_batch, [d for d, _ in batch])
+                results = await self._transaction(partial(_insert_batch, batch=[d for d, _ in batch]))
             except Exception as exc:  # the disk failed: every waiter learns it, none is told 200
                 for _, future in batch:
                     if not future.done():
@@ -192,100 +230,69 @@ class Inbox:
             if any(results):
                 self.new_work.set()
 
-    def _insert_batch(self, batch: list[NewDelivery]) -> list[bool]:
-        now = time.time()
-        results = []
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for d in batch:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO deliveries (dedup_key, delivery_id, configuration_id, event_type,"
-                    " asset_id, route, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (d.dedup_key, d.delivery_id or d.dedup_key, d.configuration_id, d.event_type,
-                     d.asset_id, d.route, d.body, now),
-                )
-                results.append(cursor.rowcount == 1)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return results
-
     # ---- the worker's side ----------------------------------------------------------------------
 
     async def recover(self) -> int:
         """After a crash: rows left claimed go back to pending, marked as possibly posted."""
-        return await self._run(self._write, "UPDATE deliveries SET state='pending', maybe_posted=1 "
-                                            "WHERE state='claimed'")
+        posting = await self._write("UPDATE deliveries SET state='pending', maybe_posted=1 WHERE state='posting'")
+        claimed = await self._write("UPDATE deliveries SET state='pending' WHERE state='claimed'")
+        return posting + claimed
 
     async def claim(self, limit: int) -> list[Delivery]:
-        return await self._run(self._claim_sync, limit)
-
-    def _claim_sync(self, limit: int) -> list[Delivery]:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows = conn.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state='pending' AND next_attempt_at<=? "
-                "ORDER BY row_id LIMIT ?",
-                (time.time(), limit),
-            ).fetchall()
-            conn.executemany(
-                "UPDATE deliveries SET state='claimed', attempts=attempts+1 WHERE row_id=?",
-                [(r[0],) for r in rows],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        # Bookkeeping only, so without fsync (see the module's docstring).
+        rows = await self._transaction(lambda conn: _claim_rows(conn, limit), durable=False)
         return [
             Delivery(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7] + 1, bool(r[8])) for r in rows
         ]
 
     async def next_due_in(self) -> float | None:
         """Seconds until the next pending delivery is due (0 if one is due now), None if none."""
-        row = await self._run(self._one, "SELECT MIN(next_attempt_at) FROM deliveries WHERE state='pending'")
+        row = self._one("SELECT MIN(next_attempt_at) FROM deliveries WHERE state='pending'")
         if row is None or row[0] is None:
             return None
         return max(0.0, row[0] - time.time())
 
+    async def mark_posting(self, row_ids: Iterable[int]) -> None:
+        """Durably note that these rows are about to be posted (see `recover`)."""
+        await self._write_many("UPDATE deliveries SET state='posting' WHERE row_id=?", [(i,) for i in row_ids])
+
     async def finish(self, row_ids: Iterable[int], *, channel: str | None, ts: str | None) -> None:
         ids = list(row_ids)
-        await self._run(
-            self._write_many,
+        await self._write_many(
             "UPDATE deliveries SET state='posted', channel=?, message_ts=?, finished_at=?, last_error=NULL "
             "WHERE row_id=?",
             [(channel, ts, time.time(), i) for i in ids],
         )
 
     async def retry_later(self, row_id: int, error: str, delay: float) -> None:
-        await self._run(
-            self._write,
+        await self._write(
             "UPDATE deliveries SET state='pending', last_error=?, next_attempt_at=? WHERE row_id=?",
             (error[:500], time.time() + delay, row_id),
         )
 
     async def release(self, row_ids: Iterable[int]) -> None:
-        """Give claimed rows back untouched (shutdown): they are picked up at the next start."""
-        await self._run(
-            self._write_many,
+        """Give unfinished rows back (shutdown): they are picked up at the next start."""
+        ids = [(i,) for i in row_ids]
+        await self._write_many(
             "UPDATE deliveries SET state='pending', attempts=MAX(attempts-1, 0) WHERE row_id=? AND state='claimed'",
-            [(i,) for i in row_ids],
+            ids,
+        )
+        # A post cut short may have reached Slack: check before posting again.
+        await self._write_many(
+            "UPDATE deliveries SET state='pending', maybe_posted=1 WHERE row_id=? AND state='posting'",
+            ids,
         )
 
     async def park(self, row_id: int, error: str) -> None:
-        await self._run(
-            self._write, "UPDATE deliveries SET state='parked', last_error=? WHERE row_id=?", (error[:500], row_id)
-        )
+        await self._write("UPDATE deliveries SET state='parked', last_error=? WHERE row_id=?", (error[:500], row_id))
 
     async def unpark(self, delivery_id: str | None) -> int:
         """Put parked deliveries back (one by delivery id, or all when None). Returns how many."""
         sql = "UPDATE deliveries SET state='pending', attempts=0, next_attempt_at=0 WHERE state='parked'"
         if delivery_id is None:
-            count = await self._run(self._write, sql)
+            count = await self._write(sql)
         else:
-            count = await self._run(self._write, sql + " AND delivery_id=?", (delivery_id,))
+            count = await self._write(sql + " AND delivery_id=?", (delivery_id,))
         if count:
             self.new_work.set()
         return count
@@ -293,20 +300,25 @@ class Inbox:
     # ---- reading --------------------------------------------------------------------------------
 
     async def stats(self) -> InboxStats:
-        return await self._run(self._stats_sync)
+        return await asyncio.to_thread(self._stats_sync)
 
     def _stats_sync(self) -> InboxStats:
-        counts = dict(self.conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
-        oldest = self.conn.execute(
-            "SELECT MIN(received_at) FROM deliveries WHERE state IN ('pending', 'claimed')"
+        # Its own connection: this runs on a thread, and may take a while on a big table.
+        with contextlib.closing(self._connect_reader()) as reader:
+            return self._stats_from(reader)
+
+    def _stats_from(self, reader: sqlite3.Connection) -> InboxStats:
+        counts = dict(reader.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
+        oldest = reader.execute(
+            "SELECT MIN(received_at) FROM deliveries WHERE state IN ('pending', 'claimed', 'posting')"
         ).fetchone()[0]
-        errors = self.conn.execute(
+        errors = reader.execute(
             "SELECT delivery_id, event_type, last_error FROM deliveries WHERE last_error IS NOT NULL "
             "AND state IN ('pending', 'parked') ORDER BY row_id DESC LIMIT 5"
         ).fetchall()
         return InboxStats(
             pending=counts.get("pending", 0),
-            in_flight=counts.get("claimed", 0),
+            in_flight=counts.get("claimed", 0) + counts.get("posting", 0),
             parked=counts.get("parked", 0),
             posted=counts.get("posted", 0),
             oldest_pending_age=None if oldest is None else max(0.0, time.time() - oldest),
@@ -314,8 +326,7 @@ class Inbox:
         )
 
     async def configuration_stats(self, configuration_id: str) -> ConfigurationStats:
-        row = await self._run(
-            self._one,
+        row = self._one(
             "SELECT COUNT(*), MAX(received_at), SUM(state='parked' OR last_error IS NOT NULL) "
             "FROM deliveries WHERE configuration_id=?",
             (configuration_id,),
@@ -324,12 +335,14 @@ class Inbox:
         return ConfigurationStats(received=row[0], last_received=row[1], failures=row[2] or 0)
 
     async def state_of(self, delivery_id: str) -> str | None:
-        row = await self._run(self._one, "SELECT state FROM deliveries WHERE delivery_id=?", (delivery_id,))
+        row = self._one("SELECT state FROM deliveries WHERE delivery_id=?", (delivery_id,))
         return None if row is None else row[0]
 
     async def writable(self) -> bool:
+        # A real committed write, as a delivery needs: a no-op statement would pass on a full disk.
         try:
-            await self._run(self._write, "CREATE TABLE IF NOT EXISTS probe (x)")
+            await self._write("INSERT OR REPLACE INTO meta (key, value) VALUES ('ready_probe', ?)",
+                              (str(time.time()),))
             return True
         except sqlite3.Error:
             return False
@@ -337,36 +350,57 @@ class Inbox:
     # ---- routes: delivery URLs made by /widen create --------------------------------------------
 
     async def add_route(self, token: str, configuration_id: str, secret: str, created_by: str | None) -> None:
-        await self._run(
-            self._write,
+        await self._write(
             "INSERT OR REPLACE INTO routes (token, configuration_id, secret, created_by, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
             (token, configuration_id, secret, created_by, time.time()),
         )
 
     async def route(self, token: str) -> Route | None:
-        row = await self._run(
-            self._one, "SELECT token, configuration_id, secret FROM routes WHERE token=?", (token,)
-        )
+        row = self._one("SELECT token, configuration_id, secret FROM routes WHERE token=?", (token,))
         return None if row is None else Route(*row)
 
     async def forget_route(self, configuration_id: str) -> int:
-        return await self._run(self._write, "DELETE FROM routes WHERE configuration_id=?", (configuration_id,))
+        return await self._write("DELETE FROM routes WHERE configuration_id=?", (configuration_id,))
 
-    # ---- sync helpers (run on the inbox thread) -------------------------------------------------
 
-    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        return self.conn.execute(sql, params).rowcount
+# ---- statements of the bigger transactions ------------------------------------------------------------
 
-    def _write_many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(sql, params)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
-    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        return self.conn.execute(sql, params).fetchone()
+def _insert_batch(conn: sqlite3.Connection, batch: list[NewDelivery]) -> list[bool]:
+    """Insert what is new; True per delivery that was. A few statements whatever the batch's size."""
+    now = time.time()
+    keys = [d.dedup_key for d in batch]
+    seen: set[str] = set()
+    for start in range(0, len(keys), 500):  # SQLite's limit on parameters
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        seen.update(k for (k,) in conn.execute(f"SELECT dedup_key FROM deliveries WHERE dedup_key IN ({marks})", chunk))
+    results = []
+    rows: list[tuple[Any, ...]] = []
+    for d, key in zip(batch, keys, strict=True):
+        results.append(key not in seen)
+        if key not in seen:
+            rows.append((key, d.delivery_id or key, d.configuration_id, d.event_type, d.asset_id, d.route, d.body, now))
+        seen.add(key)  # a repeat within the batch is a duplicate too
+    for start in range(0, len(rows), 100):  # 100 rows of 8 parameters per statement
+        chunk_rows = rows[start : start + 100]
+        marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk_rows))
+        conn.execute(
+            "INSERT INTO deliveries (dedup_key, delivery_id, configuration_id, event_type, asset_id, route, body,"
+            f" received_at) VALUES {marks}",
+            [value for row in chunk_rows for value in row],
+        )
+    return results
+
+
+def _claim_rows(conn: sqlite3.Connection, limit: int) -> list[tuple[Any, ...]]:
+    rows = conn.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state='pending' AND next_attempt_at<=? "
+        "ORDER BY row_id LIMIT ?",
+        (time.time(), limit),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE deliveries SET state='claimed', attempts=attempts+1 WHERE row_id=?", [(r[0],) for r in rows]
+    )
+    return rows

@@ -1,7 +1,9 @@
 """Logging: text or one JSON object per line, with every secret scrubbed from every line.
 
 Scrubbing happens in the formatter, after the message, its arguments and any traceback are rendered,
-so a secret cannot slip through a library's debug output or an exception message either.
+so a secret cannot slip through a library's debug output or an exception message either. Uncaught
+exceptions and warnings are routed through logging too, so they are scrubbed and, in JSON mode, stay
+one object per line.
 """
 
 from __future__ import annotations
@@ -10,26 +12,44 @@ import json
 import logging
 import re
 import sys
+import threading
 from datetime import UTC, datetime
+from types import TracebackType
+from urllib.parse import quote, quote_plus
 
+REDACTED = "[redacted]"
 # Token shapes worth hiding even if we were never told the value (Slack tokens, bearer headers).
-TOKEN_PATTERNS = re.compile(r"xox[a-z]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|(?i:bearer)\s+[^\s'\",}]+")
+TOKEN_PATTERNS = re.compile(r"xox[a-z]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|(?i:bearer)\s+[^\s'\",}\\]+")
 CONTEXT_FIELDS = ("delivery_id", "configuration_id", "asset_id")
+# Below this length a "secret" would redact ordinary words; no real token is this short.
+MIN_SECRET_LENGTH = 6
 
 
 class _Secrets:
     def __init__(self) -> None:
-        self.values: set[str] = set()
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
 
     def add(self, value: str | None) -> None:
-        if value and len(value) >= 6:
-            self.values.add(value)
+        if not value or len(value) < MIN_SECRET_LENGTH:
+            return
+        # The forms a value takes in a URL, a form body or a JSON string, as well as itself.
+        forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1],
+                 json.dumps(value, ensure_ascii=False)[1:-1]}
+        with self._lock:
+            if forms <= self._values:
+                return
+            self._values |= forms
+            # One alternation, longest first, so a secret containing another is hidden whole.
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
     def scrub(self, text: str) -> str:
-        for value in sorted(self.values, key=len, reverse=True):
-            if value in text:
-                text = text.replace(value, "[redacted]")
-        return TOKEN_PATTERNS.sub("[redacted]", text)
+        pattern = self._pattern
+        if pattern is not None:
+            text = pattern.sub(REDACTED, text)
+        return TOKEN_PATTERNS.sub(REDACTED, text)
 
 
 SECRETS = _Secrets()
@@ -38,6 +58,11 @@ SECRETS = _Secrets()
 def register_secret(value: str | None) -> None:
     """Never let this value reach a log line (settings secrets, generated secret keys)."""
     SECRETS.add(value)
+
+
+def scrub(text: str) -> str:
+    """The text with every registered secret and every token-shaped string redacted."""
+    return SECRETS.scrub(text)
 
 
 class TextFormatter(logging.Formatter):
@@ -52,19 +77,23 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        # Scrub each value before encoding: a secret with a quote or backslash would otherwise be
+        # escaped by json.dumps and no longer match, and a redaction must never break the JSON.
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": SECRETS.scrub(record.getMessage()),
         }
         for key in CONTEXT_FIELDS:
             value = getattr(record, key, None)
             if value:
-                entry[key] = value
+                entry[key] = SECRETS.scrub(str(value))
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return SECRETS.scrub(json.dumps(entry, default=str))
+            entry["exception"] = SECRETS.scrub(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = SECRETS.scrub(self.formatStack(record.stack_info))
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def configure(level: str = "INFO", fmt: str = "text") -> None:
@@ -73,7 +102,26 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiohttp's access log is one line per delivery: useful at DEBUG only.
-    logging.getLogger("aiohttp.access").setLevel(max(logging.getLevelName(level), logging.WARNING))
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # One line per HTTP request (ours and the libraries'): wanted at DEBUG, noise above it.
+    chatty = logging.DEBUG if logging.getLevelName(level) <= logging.DEBUG else logging.WARNING
+    for name in ("aiohttp.access", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(chatty)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    logging.getLogger("widen-bot").critical("uncaught exception", exc_info=(kind, value, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or issubclass(args.exc_type, SystemExit):  # as the default hook does
+        return
+    logging.getLogger("widen-bot").critical(
+        "uncaught exception in thread %s", args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )

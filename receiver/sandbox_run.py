@@ -1,13 +1,15 @@
 """`widen-bot sandbox`: the whole flow on this machine, no credentials.
 
 A local DAM (`widen.sandbox`) and a local Slack (`bot.sandbox`) with the real server between them:
-create a webhook configuration, ping it, upload sample assets, and print every Slack message.
+an admin types `/widen create`, `/widen ping` and `/widen list` (sent to the server signed, as Slack
+sends them), sample assets are uploaded, and every Slack message and answer is printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import sys
 import tempfile
@@ -17,16 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiohttp import web
 
 from bot.sandbox import SlackSandbox
-from receiver.app import INBOX, WIDEN, build_app
-from receiver.routes import create_routed_configuration
+from bot.slack_requests import post_signed, slash_command_body
+from receiver.app import INBOX, build_app
 from receiver.settings import Settings
 from widen.sandbox import DamSandbox
 
 CHANNEL = "C0SANDBOX"
 SIGNING_SECRET = "sandbox-signing-secret"
+SANDBOX_ADMIN = "U0ADMIN"  # a workspace admin of the local Slack
 
 
 @dataclass
@@ -112,35 +116,73 @@ def say(text: str) -> None:
     print(f"\n▶ {text}", flush=True)
 
 
+async def widen_command(
+    stack: Stack, http: httpx.AsyncClient, text: str, *, answers: int = 1, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """`/widen <text>` typed by the local Slack's admin, sent to the real server exactly as Slack sends
+    it (signed form body); returns the answers that reach its response URL (the local Slack prints them)."""
+    url = stack.slack.new_response_url()
+    body = slash_command_body(text, user_id=SANDBOX_ADMIN, response_url=url, channel_id=CHANNEL)
+    response = await post_signed(http, "/slack/events", body, SIGNING_SECRET)
+    if response.status_code != 200:
+        say(f"/widen {text}: the server answered {response.status_code} {response.text}")
+        return []
+    received = stack.slack.responses[url.rsplit("/", 1)[1]]
+    deadline = time.monotonic() + timeout
+    while len(received) < answers and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return list(received)
+
+
+async def _type_commands(stack: Stack, http: httpx.AsyncClient) -> None:
+    """Interactive mode: each line typed on stdin (`/widen list`, or just `list`) is sent as the admin."""
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:  # stdin closed: keep serving
+            await asyncio.Event().wait()
+        text = line.strip().removeprefix("/widen").strip()
+        if line.strip():
+            await widen_command(stack, http, text, timeout=5)
+
+
 async def run_sandbox(*, once: bool, uploads: int) -> int:
     from receiver import logs
 
     logs.configure("WARNING")
     with tempfile.TemporaryDirectory(prefix="widen-bot-sandbox-") as tmp:
         slack = SlackSandbox(out=sys.stdout)
-        async with running_stack(Path(tmp) / "widen-bot.db", slack=slack) as stack:
+        async with (
+            running_stack(Path(tmp) / "widen-bot.db", slack=slack) as stack,
+            httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http,
+        ):
             say(f"local DAM at {stack.dam.base_url}, local Slack at {stack.slack.base_url}, "
                 f"widen-bot at {stack.base_url}")
-            created = await create_routed_configuration(
-                stack.app[WIDEN], stack.app[INBOX], public_base_url=stack.base_url,
-                event_type="asset_created", created_by="sandbox",
-            )
-            say(f"created webhook configuration {created.id} for asset_created, delivering to "
-                f"{stack.base_url}/webhooks/widen/<token> with a generated secret")
-            say(f"pinging configuration {created.id}")
-            await stack.app[WIDEN].ping_webhook(created.id)
-            ok = await wait_until_posted(stack, 1, timeout=30)
+            say(f"{SANDBOX_ADMIN} (a workspace admin) types: /widen create asset_created")
+            await widen_command(stack, http, "create asset_created")
+            if not stack.dam.configurations:
+                say("the configuration was not created")
+                return 1
+            config_id = next(iter(stack.dam.configurations))
+            say(f"{SANDBOX_ADMIN} types: /widen ping {config_id}")
+            pinged = await widen_command(stack, http, f"ping {config_id}", answers=2)
+            ok = len(pinged) == 2 and "round trip" in json.dumps(pinged[1])
+            say(f"{SANDBOX_ADMIN} types: /widen list")
+            await widen_command(stack, http, "list")
+            # In the channel: the audit line of the create, and the ping.
+            ok = ok and await wait_until_posted(stack, 2, timeout=30)
             say(f"uploading {uploads} sample assets to the local DAM")
             for _ in range(uploads):
                 await stack.dam.upload()
-            ok = ok and await wait_until_posted(stack, 1 + uploads, timeout=60)
+            ok = ok and await wait_until_posted(stack, 2 + uploads, timeout=60)
             posted = len(stack.slack.messages_in(CHANNEL))
             if not ok:
-                say(f"only {posted} of {1 + uploads} messages reached the local Slack in time")
+                say(f"only {posted} of {2 + uploads} messages reached the local Slack in time")
                 return 1
             say(f"done: {posted} messages in #{CHANNEL}")
             if once:
                 return 0
-            say("the sandbox keeps running; Ctrl-C to stop")
-            while True:
-                await asyncio.sleep(3600)
+            say(f"the sandbox keeps running; type /widen commands (e.g. /widen list) to send them as "
+                f"{SANDBOX_ADMIN}; Ctrl-C to stop")
+            await _type_commands(stack, http)
+    return 0

@@ -43,11 +43,13 @@ class Settings(BaseSettings):
     digest_threshold: int = Field(default=10, ge=1)
     digest_window_seconds: float = Field(default=10.0, ge=0)
     # Requests per second the bot allows itself against the DAM (its limit is 50 per account).
-    widen_rate_limit: float = Field(default=45.0, gt=0)
+    widen_rate_limit: float = Field(default=48.0, gt=0, le=1000)
     # Seconds /readyz keeps a result before checking again.
     ready_cache_seconds: float = Field(default=10.0, ge=0)
     # Seconds SIGTERM waits for in-flight work.
     shutdown_timeout: float = Field(default=10.0, ge=0)
+    # Seconds `/widen ping` waits for the ping delivery before saying none arrived.
+    ping_timeout_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -31,6 +31,9 @@ from widen.models import ASSET_EVENT_TYPES, PING, Asset, WebhookConfiguration, W
 
 log = logging.getLogger(__name__)
 
+# A burst is over when nothing is being fetched and nothing arrived for this long.
+QUIET_SECONDS = 0.3
+
 
 @dataclass
 class Ready:
@@ -112,7 +115,11 @@ class Worker:
         while not self._stopping.is_set():
             self.inbox.new_work.clear()
             free = self.concurrency - len(self._fetching)
-            batch = await self.inbox.claim(free) if free > 0 else []
+            if free < max(1, self.concurrency // 4):
+                # Few free slots: claim in larger batches, when fetches finish (each sets new_work).
+                await self.inbox.new_work.wait()
+                continue
+            batch = await self.inbox.claim(free)
             for delivery in batch:
                 self._claimed.add(delivery.row_id)
                 await self._slots.acquire()
@@ -189,7 +196,8 @@ class Worker:
         deadline = time.monotonic() + self.settings.digest_window_seconds
         while time.monotonic() < deadline:
             try:
-                item = await asyncio.wait_for(self.outbox.get(), timeout=min(1.0, deadline - time.monotonic()))
+                wait = min(QUIET_SECONDS, deadline - time.monotonic())
+                item = await asyncio.wait_for(self.outbox.get(), timeout=max(wait, 0.01))
             except TimeoutError:
                 if not self._fetching and self.outbox.empty():
                     break  # the burst is over: no reason to keep people waiting
@@ -230,6 +238,7 @@ class Worker:
     async def _post_card(self, item: Ready) -> None:
         message = self._render(item)
         covers = coverage(self.inbox.inbox_id, [item.delivery.row_id], [item.delivery.delivery_id])
+        await self.inbox.mark_posting([item.delivery.row_id])
         try:
             try:
                 ts = await self.notifier.post(self.channel, message, covers=covers)
@@ -253,6 +262,7 @@ class Worker:
         )
         rows = [item.delivery.row_id for item in items]
         covers = coverage(self.inbox.inbox_id, rows, [item.delivery.delivery_id for item in items])
+        await self.inbox.mark_posting(rows)
         try:
             ts = await self.notifier.post(self.channel, root, covers=covers)
         except (SlackError, SlackUnavailable) as exc:

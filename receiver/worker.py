@@ -2,7 +2,7 @@
 
 Two stages joined by an in-memory outbox. Fetchers claim due deliveries and fetch their assets from the
 DAM (concurrently, under the client's shared rate limit). The poster takes what is ready and posts it to
-the channel, paced; in a burst it folds many asset events into one digest (`receiver.digest`). The
+the channel, paced; in a burst it folds many asset events into one digest (`receiver.bursts`, `bot.digest`). The
 inbox stays the source of truth: a row is `posted` only after Slack accepted the message that covers it,
 and anything in memory at a crash is still `claimed` on disk and recovered at the next start.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from bot import blocks
 from bot.digest import digest_messages
 from bot.notify import InvalidBlocks, Notifier, SlackError, SlackUnavailable, coverage
-from receiver.digest import DigestPlanner
+from receiver.bursts import BurstDetector
 from receiver.inbox import Delivery, Inbox
 from receiver.settings import Settings
 from widen.client import NotFound, RateLimited, Unauthorized, Unavailable, WidenClient, WidenError
@@ -72,7 +72,7 @@ class Worker:
         # Called with (outcome, delivery, seconds since received) when a delivery leaves the pipeline.
         self.observe = observe or (lambda outcome, delivery, age: None)
         self.outbox: asyncio.Queue[Ready] = asyncio.Queue()
-        self.digests = DigestPlanner(settings.digest_threshold, settings.digest_window_seconds)
+        self.bursts = BurstDetector(settings.digest_threshold, settings.digest_window_seconds)
         self._claimed: set[int] = set()
         self._fetching: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
@@ -176,20 +176,26 @@ class Worker:
     # ---- stage 2: post --------------------------------------------------------------------------
 
     async def _post_loop(self) -> None:
+        waiting: list[Ready] = []
         while True:
-            first = await self.outbox.get()
-            batch = [first]
+            fresh = [] if waiting else [await self.outbox.get()]
             while not self.outbox.empty():
-                batch.append(self.outbox.get_nowait())
-            batch = await self._skip_already_posted(batch)
-            for item in batch:
-                self.digests.arrived(item)
-            for group in self.digests.plan(batch):
-                await self._post_group(group)
-            # Items the planner holds back for a digest are re-queued by it when their time comes.
-            held = self.digests.take_held()
-            if held:
-                await self._wait_for_digest(held)
+                fresh.append(self.outbox.get_nowait())
+            for item in await self._skip_already_posted(fresh):
+                self.bursts.arrived(item)
+                waiting.append(item)
+            if not waiting:
+                continue
+            if self.bursts.in_burst():
+                for item in [i for i in waiting if not i.is_asset_event]:
+                    await self._post_card(item)
+                burst = [i for i in waiting if i.is_asset_event]
+                waiting = []
+                await self._wait_for_digest(burst)
+            else:
+                # One card at a time, then look again: while Slack's pace holds this card back, more
+                # may arrive and turn out to be a burst.
+                await self._post_card(waiting.pop(0))
 
     async def _wait_for_digest(self, held: list[Ready]) -> None:
         """Gather a burst: keep adding what arrives until the window closes or arrivals stop."""
@@ -202,10 +208,12 @@ class Worker:
                 if not self._fetching and self.outbox.empty():
                     break  # the burst is over: no reason to keep people waiting
                 continue
-            more = await self._skip_already_posted([item])
-            for extra in more:
-                self.digests.arrived(extra)
-                held.append(extra)
+            for extra in await self._skip_already_posted([item]):
+                self.bursts.arrived(extra)
+                if extra.is_asset_event:
+                    held.append(extra)
+                else:  # a ping is never folded into a digest: its round trip is being watched
+                    await self._post_card(extra)
         await self._post_digest(held)
 
     async def _skip_already_posted(self, batch: list[Ready]) -> list[Ready]:
@@ -228,12 +236,6 @@ class Worker:
             else:
                 keep.append(item)
         return keep
-
-    async def _post_group(self, group: list[Ready]) -> None:
-        if len(group) == 1:
-            await self._post_card(group[0])
-        else:
-            await self._post_digest(group)
 
     async def _post_card(self, item: Ready) -> None:
         message = self._render(item)

@@ -25,7 +25,7 @@ from receiver.readiness import Readiness
 from receiver.settings import Settings
 from receiver.worker import Worker
 from widen.client import WidenClient
-from widen.models import ASSET_EVENT_TYPES, PING, WebhookEvent
+from widen.models import ASSET_EVENT_TYPES, PING, DeliveryHead, WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ async def receive_delivery(request: web.Request) -> web.Response:
         metrics.deliveries.labels("unknown", "bad_json").inc()
         return _refuse(400, "body is not a JSON object")
     try:
-        event = WebhookEvent.model_validate(payload)
+        event = DeliveryHead.model_validate(payload)
     except (ValidationError, RecursionError) as exc:
         fields = sorted({str(e["loc"][0]) for e in exc.errors()}) if isinstance(exc, ValidationError) else []
         metrics.deliveries.labels("unknown", "invalid").inc()

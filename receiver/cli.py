@@ -71,9 +71,6 @@ def serve(_: argparse.Namespace) -> int:
 
     settings = load_settings(for_serve=True)
     logs.configure(settings.log_level, settings.log_format)
-    # The store's COMMIT waits for the disk on a thread; once the disk answers, that thread should get
-    # the GIL back within half a millisecond, not the default 5 ms, or every delivery waits for it.
-    sys.setswitchinterval(0.0005)
     _use_uvloop()
     try:
         web.run_app(

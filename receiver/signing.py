@@ -18,9 +18,8 @@ def verify(body: bytes, secret: str, header_value: str | None) -> bool:
     candidate = header_value.strip()
     if candidate[:7].lower() == "sha256=":
         candidate = candidate[7:]
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    # compare_digest needs ASCII on both sides; a non-ASCII header simply fails.
     try:
-        return hmac.compare_digest(expected, candidate.lower())
-    except TypeError:
+        given = bytes.fromhex(candidate)
+    except ValueError:  # not hex (or not ASCII): cannot match
         return False
+    return hmac.compare_digest(hmac.digest(secret.encode(), body, "sha256"), given)

@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.sandbox import SlackSandbox
 from receiver.sandbox_run import Stack, running_stack
 from receiver.signing import sign
+from widen.sandbox import DamSandbox
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
@@ -30,6 +32,17 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         tmp_path / "widen-bot.db", widen_webhook_secret=SHARED_SECRET, slack_channel_rate=50.0
     ) as running:
         yield running
+
+
+@pytest.fixture
+async def sandboxes() -> AsyncIterator[tuple[DamSandbox, SlackSandbox]]:
+    """The local DAM and the local Slack, for tests that run `widen-bot serve` as a process."""
+    dam, slack = DamSandbox(), SlackSandbox()
+    await dam.start()
+    await slack.start()
+    yield dam, slack
+    await dam.stop()
+    await slack.stop()
 
 
 @pytest.fixture

@@ -17,17 +17,15 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bot.sandbox import SlackSandbox
 from receiver.sandbox_run import CHANNEL, SIGNING_SECRET, free_port
 from tests.conftest import SHARED_SECRET, deliver, eventually, fixture_json
-from widen.sandbox import DamSandbox
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -197,16 +195,6 @@ def image(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                     str(wheel)], check=True, timeout=600,
                    env=os.environ | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     return venv
-
-
-@pytest.fixture
-async def sandboxes() -> AsyncIterator[tuple[DamSandbox, SlackSandbox]]:
-    dam, slack = DamSandbox(), SlackSandbox()
-    await dam.start()
-    await slack.start()
-    yield dam, slack
-    await dam.stop()
-    await slack.stop()
 
 
 async def run(*argv: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:

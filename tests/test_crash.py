@@ -5,29 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from bot.sandbox import SlackSandbox
 from receiver.sandbox_run import CHANNEL
 from tests.conftest import SHARED_SECRET, eventually, fixture_json, signed
 from tests.serve_process import ServeProcess
-from widen.sandbox import DamSandbox
 
 SEED_ASSET_ID = "3db58e3c-fe98-4437-9637-df299f9d1b06"
-
-
-@pytest.fixture
-async def sandboxes() -> AsyncIterator[tuple[DamSandbox, SlackSandbox]]:
-    dam, slack = DamSandbox(), SlackSandbox()
-    await dam.start()
-    await slack.start()
-    yield dam, slack
-    await dam.stop()
-    await slack.stop()
 
 
 def event(asset_id: str = SEED_ASSET_ID) -> bytes:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,16 +43,6 @@ SEED_ASSET_ID = "3db58e3c-fe98-4437-9637-df299f9d1b06"
 def asset_event(asset_id: str = SEED_ASSET_ID, **extra: Any) -> dict[str, Any]:
     return fixture_json("events/asset_created.json") | {"webhook_delivery_id": str(uuid.uuid4()),
                                                        "asset_id": asset_id, **extra}
-
-
-@pytest.fixture
-async def sandboxes() -> AsyncIterator[tuple[DamSandbox, SlackSandbox]]:
-    dam, slack = DamSandbox(), SlackSandbox()
-    await dam.start()
-    await slack.start()
-    yield dam, slack
-    await dam.stop()
-    await slack.stop()
 
 
 # ---- /healthz and /readyz --------------------------------------------------------------------------

@@ -71,7 +71,8 @@ class Worker:
         self.on_ping = on_ping
         # Called with (outcome, delivery, seconds since received) when a delivery leaves the pipeline.
         self.observe = observe or (lambda outcome, delivery, age: None)
-        self.outbox: asyncio.Queue[Ready] = asyncio.Queue()
+        # Bounded: when Slack is slow or down, fetching pauses instead of holding every asset in memory.
+        self.outbox: asyncio.Queue[Ready] = asyncio.Queue(maxsize=4 * concurrency)
         self.bursts = BurstDetector(settings.digest_threshold, settings.digest_window_seconds)
         self._claimed: set[int] = set()
         self._fetching: set[asyncio.Task[None]] = set()

@@ -327,7 +327,18 @@ class Commands:
         await self._set_delivery(configuration_id(args, "disable <id>"), False, caller)
 
     async def _set_delivery(self, config_id: str, enabled: bool, caller: Caller) -> None:
-        await self.widen.edit_webhook(config_id, delivery_enabled=enabled)
+        # The API description's PUT may replace the whole configuration: send what it has now (and the
+        # secret, when the bot made it), so turning delivery off never drops the URL or the signing.
+        current = await self.widen.get_webhook(config_id)
+        fields: dict[str, object] = {"delivery_enabled": enabled}
+        if current.event_type:
+            fields["event_type"] = current.event_type
+        if current.delivery_url:
+            fields["delivery_url"] = current.delivery_url
+        route = await self.inbox.route_of(config_id)
+        if route is not None:
+            fields["secret_key"] = route.secret
+        await self.widen.edit_webhook(config_id, **fields)
         state = "on" if enabled else "off"
         await self.reply(caller, cards.notice(f"Delivery is now *{state}* for {cards.code(config_id)}.",
                                               ":white_check_mark:"))

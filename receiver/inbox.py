@@ -381,6 +381,12 @@ class Inbox:
         row = self._one("SELECT token, configuration_id, secret FROM routes WHERE token=?", (token,))
         return None if row is None else Route(*row)
 
+    async def route_of(self, configuration_id: str) -> Route | None:
+        """The delivery URL token and secret the bot made for this configuration, if it made one."""
+        row = self._one("SELECT token, configuration_id, secret FROM routes WHERE configuration_id=?",
+                        (configuration_id,))
+        return None if row is None else Route(*row)
+
     async def forget_route(self, configuration_id: str) -> int:
         return await self._write("DELETE FROM routes WHERE configuration_id=?", (configuration_id,))
 

@@ -243,10 +243,23 @@ async def test_enable_and_disable_by_command_and_by_button(bot: tuple[Stack, htt
     assert config.delivery_enabled is False
     assert "now *on*" in shown(await run(stack, http, f"enable {config.id}"))
     assert config.delivery_enabled is True
-    assert [c[0] for c in stack.dam.calls] == ["PUT"] * 4
+    # Each change reads the configuration first and sends it back whole with the new flag, so a DAM
+    # that treats PUT as a full replace keeps the URL and event type.
+    assert [c[0] for c in stack.dam.calls] == ["GET", "PUT"] * 4
+    assert config.delivery_url and config.event_type
     lines = await eventually(lambda: len(audit_lines(stack)) == 4 and audit_lines(stack))
     assert all("<@U0ADMIN>" in line and config.id in line for line in lines)
     assert "turned delivery *off*" in lines[0] and "turned delivery *on*" in lines[1]
+
+
+async def test_disabling_a_configuration_the_bot_made_keeps_its_secret(bot: tuple[Stack, httpx.AsyncClient]):
+    stack, http = bot
+    stack.dam.put_replaces = True
+    config = await create(stack, http)
+    secret, url = config.secret_key, config.delivery_url
+    assert secret
+    assert "now *off*" in shown(await run(stack, http, f"disable {config.id}"))
+    assert (config.delivery_enabled, config.secret_key, config.delivery_url) == (False, secret, url)
 
 
 async def test_delete_asks_first_and_only_the_button_deletes(bot: tuple[Stack, httpx.AsyncClient]):

@@ -133,6 +133,8 @@ class DamSandbox:
         self.response_shape = response_shape
         self.signature_header = signature_header
         self.duplicate_deliveries = duplicate_deliveries  # a DAM that delivers everything twice
+        # The API description leaves open whether PUT edits or replaces a configuration: True replaces.
+        self.put_replaces = False
         self.latency = 0.0  # seconds added to every API answer
         self.delivery_attempts = 3
         self.delivery_timeout = 5.0
@@ -465,9 +467,11 @@ class DamSandbox:
             return body
         if isinstance(body.get("delivery_enabled"), str):  # the guide's strings, accepted like booleans
             body["delivery_enabled"] = body["delivery_enabled"].lower() == "true"
-        problem = _check_fields(body, required=())
+        problem = _check_fields(body, required=("delivery_url", "event_type") if self.put_replaces else ())
         if problem:
             return _error(400, problem)
+        if self.put_replaces:  # what is not sent is gone, as a full-replace PUT would have it
+            config.secret_key = None
         for key, value in body.items():
             setattr(config, key, (value or None) if key == "secret_key" else value)
         return web.Response(status=204)

@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("serve", help="run the server").set_defaults(run=serve)
     sb = commands.add_parser("sandbox", help="the whole flow with a local DAM and a local Slack")
     sb.add_argument("--once", action="store_true", help="exit 0 when the flow is done")
-    sb.add_argument("--uploads", type=int, default=5, help="sample assets to upload (default 5)")
+    sb.add_argument("--uploads", type=int, default=6, help="sample assets to upload (default 6: one of each sample)")
     sb.set_defaults(run=sandbox)
     commands.add_parser("check", help="validate settings, reach Slack and the DAM").set_defaults(run=check)
     bp = commands.add_parser("bench", help="benchmarks (print key=value figures)")

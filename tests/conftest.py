@@ -17,8 +17,7 @@ from receiver.sandbox_run import Stack, running_stack
 from receiver.signing import sign
 from widen.sandbox import DamSandbox
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED_SECRET = "shared-path-secret-for-tests"
 
 

@@ -15,7 +15,7 @@ from bot import blocks
 from bot.blocks import asset_flags, asset_message, message_for, mrkdwn_escape, without_images
 from widen.models import ASSET_EVENT_TYPES, Asset, WebhookConfiguration, WebhookEvent
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ASSET_ID = "3db58e3c-fe98-4437-9637-df299f9d1b06"
 NOW = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
 SHARE = "https://example.widen.net/s/qzbsmyb3ua/spring-campaign-hero_2400x1200"

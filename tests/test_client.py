@@ -26,7 +26,7 @@ from widen.limiter import RateLimiter
 from widen.models import Asset
 from widen.sandbox import DamSandbox
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FIXTURE_ASSET_ID = "3db58e3c-fe98-4437-9637-df299f9d1b06"
 TOKEN = "sandbox-dam-token"
 HOOK_URL = "http://127.0.0.1:9/hook"  # never reached in these tests

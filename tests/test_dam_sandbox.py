@@ -19,7 +19,7 @@ from aiohttp import web
 from widen.models import Asset, WebhookConfiguration, WebhookEvent
 from widen.sandbox import DamSandbox, load_sample_assets, resolve_relative_dates
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FIXTURE_ASSET_ID = "3db58e3c-fe98-4437-9637-df299f9d1b06"
 TOKEN = "sandbox-dam-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -19,7 +19,7 @@ from bot.commands import HANDLED
 from bot.scopes import COMMAND_SCOPES, METHOD_SCOPES
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SCHEMA = Path(__file__).resolve().parent / "fixtures" / "slack-app-manifest.schema.json"
 # The local Slack implements Web API methods rather than calling them, and bot/scopes.py declares them:
 # neither is a use.
 NOT_THE_BOT = {ROOT / "bot" / "sandbox.py", ROOT / "bot" / "scopes.py"}
@@ -56,7 +56,7 @@ def methods_called_by_the_code() -> frozenset[str]:
 
 
 def test_manifest_is_valid_against_slacks_schema():
-    schema = json.loads((SHARED / "ref" / "slack-app-manifest.schema.json").read_text())
+    schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(manifest()), key=str)
     assert not errors, [f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors]

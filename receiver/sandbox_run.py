@@ -13,6 +13,7 @@ import json
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -135,15 +136,26 @@ async def widen_command(
 
 
 async def _type_commands(stack: Stack, http: httpx.AsyncClient) -> None:
-    """Interactive mode: each line typed on stdin (`/widen list`, or just `list`) is sent as the admin."""
+    """Interactive mode: `upload` uploads another sample asset; any other line (`/widen list`, or just
+    `list`) is sent as the admin's /widen command."""
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:  # stdin closed: keep serving
-            await asyncio.Event().wait()
+
+    def read_stdin() -> None:  # a daemon thread: Ctrl-C must not wait for a line to be typed
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read_stdin, name="sandbox-stdin", daemon=True).start()
+    while (line := await lines.get()) is not None:
         text = line.strip().removeprefix("/widen").strip()
-        if line.strip():
+        if text == "upload":
+            before = len(stack.slack.messages_in(CHANNEL))
+            await stack.dam.upload()
+            await wait_until_posted(stack, before + 1, timeout=30)
+        elif text:
             await widen_command(stack, http, text, timeout=5)
+    await asyncio.Event().wait()  # stdin closed: keep serving until Ctrl-C
 
 
 async def run_sandbox(*, once: bool, uploads: int) -> int:
@@ -183,6 +195,6 @@ async def run_sandbox(*, once: bool, uploads: int) -> int:
             if once:
                 return 0
             say(f"the sandbox keeps running; type /widen commands (e.g. /widen list) to send them as "
-                f"{SANDBOX_ADMIN}; Ctrl-C to stop")
+                f"{SANDBOX_ADMIN}, or `upload` to upload another sample asset; Ctrl-C to stop")
             await _type_commands(stack, http)
     return 0

@@ -372,6 +372,8 @@ def _file_fields(asset: Asset) -> list[str]:
         return []
     fields = []
     kind_parts = [props.format_type.capitalize() if props.format_type else None, props.format]
+    if props.format_type and props.format and props.format_type.lower() == props.format.lower():
+        kind_parts = [props.format]  # "PDF", not "Pdf · PDF"
     kind = " · ".join(mrkdwn_escape(p) for p in kind_parts if p)
     if kind:
         fields.append(f"*Type*\n{kind}")

@@ -20,6 +20,9 @@ from urllib.parse import quote, quote_plus
 REDACTED = "[redacted]"
 # Token shapes worth hiding even if we were never told the value (Slack tokens, bearer headers).
 TOKEN_PATTERNS = re.compile(r"xox[a-z]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|(?i:bearer)\s+[^\s'\",}\\]+")
+# Slack request bodies carry a response URL that can post for 30 minutes, and Bolt logs the whole body
+# of a request whose signature it refuses; so do the Slack hooks URLs themselves.
+SLACK_BODIES = re.compile(r"(?<=body: ).*|https://hooks\.slack\.com/\S+|(?<=response_url=)[^&\s]+")
 CONTEXT_FIELDS = ("delivery_id", "configuration_id", "asset_id")
 # Below this length a "secret" would redact ordinary words; no real token is this short.
 MIN_SECRET_LENGTH = 6
@@ -49,7 +52,7 @@ class _Secrets:
         pattern = self._pattern
         if pattern is not None:
             text = pattern.sub(REDACTED, text)
-        return TOKEN_PATTERNS.sub(REDACTED, text)
+        return SLACK_BODIES.sub(REDACTED, TOKEN_PATTERNS.sub(REDACTED, text))
 
 
 SECRETS = _Secrets()

@@ -118,12 +118,18 @@ def _body_message(response: httpx.Response) -> str:
     try:
         data = response.json()
     except ValueError:
-        return response.text.strip()[:200]
+        return _one_line(response.text)
     if isinstance(data, dict):
         for key in ("error_message", "message", "error", "detail", "description"):
             if isinstance(data.get(key), str):
-                return str(data[key])[:200]
+                return _one_line(str(data[key]))
     return ""
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Error text fit for one log line or one Slack answer (an HTML error page is not)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 class WidenClient:

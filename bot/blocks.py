@@ -106,8 +106,11 @@ def link(url: str | None, label: str) -> str | None:
 def slack_date(moment: datetime) -> str:
     """A date Slack shows in the reader's time zone, with a UTC fallback for old clients."""
     moment = _aware(moment)
-    fallback = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+    try:
+        fallback = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+    except (OverflowError, ValueError, OSError):  # year 1 or 9999 with an offset: show it as given
+        return mrkdwn_escape(moment.isoformat())
 
 
 # ---- builders: one per block kind ----------------------------------------------------------------
@@ -226,6 +229,8 @@ def without_images(msg: dict[str, Any]) -> dict[str, Any]:
 def human_size(size_in_bytes: float) -> str:
     """Binary units, as the DAM counts them (its size_in_kbytes is bytes / 1024): 1843200 -> "1.8 MB"."""
     value = float(size_in_bytes)
+    if not math.isfinite(value) or value < 0:
+        return "unknown"
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if value < 1024 or unit == "TB":
             if unit == "bytes":
@@ -237,6 +242,8 @@ def human_size(size_in_bytes: float) -> str:
 
 def human_duration(seconds: float) -> str:
     """65 -> "1:05", 3723 -> "1:02:03"."""
+    if not math.isfinite(seconds):
+        return "unknown"
     total = max(round(seconds), 0)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)

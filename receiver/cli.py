@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sqlite3
 import sys
@@ -72,9 +73,13 @@ def serve(_: argparse.Namespace) -> int:
     settings = load_settings(for_serve=True)
     logs.configure(settings.log_level, settings.log_format)
     _use_uvloop()
+    app = build_app(settings)
+    # Everything imported and built so far lives as long as the process: keep the collector from
+    # walking it again and again while requests come in.
+    gc.freeze()
     try:
         web.run_app(
-            build_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             # On SIGTERM: stop listening, give requests being answered this long (deliveries are stored

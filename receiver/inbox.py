@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import sqlite3
 import time
@@ -34,6 +35,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Sync rounds between checkpoints: under a flood about SQLite's own threshold of 1000 WAL pages.
+CHECKPOINT_EVERY = 32
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -130,12 +135,20 @@ class Inbox:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        # Group commit: deliveries wait in `_waiting` while the disk syncs the previous round, then go
+        # in one transaction; other writes, committed at once, wait in `_unsynced` for the next sync.
         self._waiting: list[tuple[NewDelivery, asyncio.Future[bool]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._syncing: set[asyncio.Task[None]] = set()
+        self._unsynced: list[asyncio.Future[None]] = []
+        self._round_running = False  # a sync is in flight (at most one: the next one covers all since)
+        self._kick_scheduled = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         # fdatasync of the WAL, one at a time, off the event loop.
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox-sync")
         self._wal_fd: int | None = None
+        # Checkpoints (copying the WAL into the database, and syncing both) on the syncing thread too.
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._rounds_since_checkpoint = 0
         # Woken whenever new work is committed, so the worker need not poll.
         self.new_work = asyncio.Event()
         self.inbox_id = ""
@@ -148,6 +161,8 @@ class Inbox:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # plus our own WAL sync: see the module's docstring
         conn.execute("PRAGMA busy_timeout=5000")
+        # Not on the loop: a checkpoint writes and syncs the database; `_checkpoint` does it on a thread.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.executescript(SCHEMA)
         # A random name for this store, so messages posted from another store are never mistaken
         # for ours when the channel's history is checked after a crash.
@@ -155,6 +170,9 @@ class Inbox:
         self.inbox_id = conn.execute("SELECT value FROM meta WHERE key='inbox_id'").fetchone()[0]
         self._conn = conn
         self._reader = self._connect_reader()
+        self._checkpoint_conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._checkpoint_conn.execute("PRAGMA synchronous=FULL")
+        self._checkpoint_conn.execute("PRAGMA busy_timeout=5000")
         # The WAL file stays while a connection is open (a checkpoint truncates it, never replaces it).
         self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
 
@@ -162,10 +180,11 @@ class Inbox:
         return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
 
     async def close(self) -> None:
-        if self._flusher:
-            await asyncio.shield(self._flusher)
-        await asyncio.gather(*self._syncing)
+        await self._idle.wait()  # every accepted delivery answered, every write synced
         self._syncer.shutdown(wait=True)
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.close()
+            self._checkpoint_conn = None
         if self._wal_fd is not None:
             os.close(self._wal_fd)
             self._wal_fd = None
@@ -198,8 +217,10 @@ class Inbox:
 
     async def _to_disk(self) -> None:
         """Returns once everything committed so far is on disk."""
-        if self._wal_fd is not None:
-            await asyncio.get_running_loop().run_in_executor(self._syncer, os.fdatasync, self._wal_fd)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unsynced.append(future)
+        self._kick_soon()
+        await future
 
     async def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         count = self._transaction(lambda conn: conn.execute(sql, params).rowcount)
@@ -222,34 +243,79 @@ class Inbox:
         """Store a delivery durably. True if new, False if it was already stored."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((delivery, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop())
+        self._kick_soon()
         return await future
 
-    async def _flush_loop(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
+    def _kick_soon(self) -> None:
+        # Soon, not now: every request the loop reads in this pass joins the same transaction.
+        if not self._round_running and not self._kick_scheduled:
+            self._kick_scheduled = True
+            asyncio.get_running_loop().call_soon(self._kick)
+
+    def _kick(self) -> None:
+        """Start a round, unless one is running: commit the waiting deliveries, then sync the WAL once
+        for them and for every write committed since the last sync. What arrives meanwhile waits for the
+        next round, so a flood makes bigger transactions, not more of them, and one sync at a time."""
+        self._kick_scheduled = False
+        if self._round_running:
+            return
+        batch, self._waiting = self._waiting, []
+        writes, self._unsynced = self._unsynced, []
+        results: list[bool] = []
+        if batch:
             try:
                 results = self._transaction(partial(_insert_batch, batch=[d for d, _ in batch]))
             except Exception as exc:  # the disk failed: every waiter learns it, none is told 200
                 _settle(batch, exc)
-                continue
-            # While this batch goes to disk, the loop goes on taking (and committing) the next.
-            task = asyncio.create_task(self._settle_on_disk(batch, results))
-            self._syncing.add(task)
-            task.add_done_callback(self._syncing.discard)
-
-    async def _settle_on_disk(self, batch: list[tuple[NewDelivery, asyncio.Future[bool]]], results: list[bool]) -> None:
-        try:
-            await self._to_disk()
-        except OSError as exc:
-            _settle(batch, exc)
+                batch = []
+        if not batch and not writes:
+            self._idle.set()
             return
-        for (_, future), is_new in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(is_new)
-        if any(results):
-            self.new_work.set()
+        self._round_running = True
+        self._idle.clear()
+        synced = asyncio.get_running_loop().run_in_executor(self._syncer, self._sync)
+        synced.add_done_callback(partial(self._round_done, batch, results, writes))
+
+    def _sync(self) -> None:
+        if self._wal_fd is not None:
+            os.fdatasync(self._wal_fd)
+
+    def _round_done(self, batch: list[tuple[NewDelivery, asyncio.Future[bool]]], results: list[bool],
+                    writes: list[asyncio.Future[None]], synced: asyncio.Future[None]) -> None:
+        exc = synced.exception()
+        if exc is not None:
+            _settle(batch, exc)
+            _settle([(None, w) for w in writes], exc)
+        else:
+            for (_, future), is_new in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(is_new)
+            for write in writes:
+                if not write.done():
+                    write.set_result(None)
+            if any(results):
+                self.new_work.set()
+        self._round_running = False
+        self._rounds_since_checkpoint += 1
+        if self._rounds_since_checkpoint >= CHECKPOINT_EVERY:
+            # Between rounds, so that no write lands during it: then the next write starts the WAL over
+            # and it stays short. Those who were waiting for this round have their answer already.
+            self._rounds_since_checkpoint = 0
+            self._round_running = True
+            checkpointed = asyncio.get_running_loop().run_in_executor(self._syncer, self._checkpoint)
+            checkpointed.add_done_callback(self._checkpoint_done)
+            return
+        self._kick()  # what gathered during this sync
+
+    def _checkpoint(self) -> None:
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _checkpoint_done(self, done: asyncio.Future[None]) -> None:
+        if done.exception() is not None:  # the WAL only grows meanwhile; the next one tries again
+            log.warning("checkpoint failed: %s", done.exception())
+        self._round_running = False
+        self._kick()
 
     # ---- the worker's side ----------------------------------------------------------------------
 
@@ -391,7 +457,7 @@ class Inbox:
         return await self._write("DELETE FROM routes WHERE configuration_id=?", (configuration_id,))
 
 
-def _settle(batch: list[tuple[NewDelivery, asyncio.Future[bool]]], exc: BaseException) -> None:
+def _settle(batch: Iterable[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
     for _, future in batch:
         if not future.done():
             future.set_exception(exc)
@@ -401,36 +467,35 @@ def _settle(batch: list[tuple[NewDelivery, asyncio.Future[bool]]], exc: BaseExce
 
 
 def _insert_batch(conn: sqlite3.Connection, batch: list[NewDelivery]) -> list[bool]:
-    """Insert what is new; True per delivery that was. A few statements whatever the batch's size."""
+    """Insert what is new; True per delivery that was. One statement per 100 deliveries: a key already
+    stored (or repeated within the batch) is skipped by the unique index, and RETURNING names the rest."""
     now = time.time()
     keys = [d.dedup_key for d in batch]
-    seen: set[str] = set()
-    for start in range(0, len(keys), 500):  # SQLite's limit on parameters
-        chunk = keys[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        seen.update(k for (k,) in conn.execute(f"SELECT dedup_key FROM deliveries WHERE dedup_key IN ({marks})", chunk))
-    results = []
-    rows: list[tuple[Any, ...]] = []
-    for d, key in zip(batch, keys, strict=True):
-        results.append(key not in seen)
-        if key not in seen:
-            rows.append((key, d.delivery_id or key, d.configuration_id, d.event_type, d.asset_id, d.route, d.body, now))
-        seen.add(key)  # a repeat within the batch is a duplicate too
-    for start in range(0, len(rows), 100):  # 100 rows of 8 parameters per statement
-        chunk_rows = rows[start : start + 100]
-        marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk_rows))
-        conn.execute(
+    inserted: set[str] = set()
+    for start in range(0, len(batch), 100):  # 100 rows of 9 parameters, under SQLite's limit
+        chunk = batch[start : start + 100]
+        marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        values = [value for d, key in zip(chunk, keys[start : start + 100], strict=True)
+                  for value in (key, d.delivery_id or key, d.configuration_id, d.event_type, d.asset_id, d.route,
+                                d.body, now, now)]
+        inserted.update(k for (k,) in conn.execute(
             "INSERT INTO deliveries (dedup_key, delivery_id, configuration_id, event_type, asset_id, route, body,"
-            f" received_at) VALUES {marks}",
-            [value for row in chunk_rows for value in row],
-        )
+            f" received_at, next_attempt_at) VALUES {marks} ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
+            values,
+        ))
+    results = []
+    for key in keys:
+        results.append(key in inserted)
+        inserted.discard(key)  # a repeat within the batch is a duplicate
     return results
 
 
 def _claim_rows(conn: sqlite3.Connection, limit: int) -> list[tuple[Any, ...]]:
     rows = conn.execute(
+        # Longest due first (a new row is due from its arrival): the order of the index, so no sort however
+        # long the queue.
         f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state='pending' AND next_attempt_at<=? "
-        "ORDER BY row_id LIMIT ?",
+        "ORDER BY next_attempt_at, row_id LIMIT ?",
         (time.time(), limit),
     ).fetchall()
     conn.executemany(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
@@ -189,3 +190,19 @@ async def test_unknown_event_type_is_stored_and_posted_generically(stack: Stack,
 async def test_healthz(http: httpx.AsyncClient):
     response = await http.get("/healthz")
     assert response.status_code == 200
+
+
+async def test_lone_surrogates_never_cost_a_5xx_nor_the_deliveries_stored_with_them(http: httpx.AsyncClient):
+    # Valid JSON escapes that no UTF-8 store can hold: in an id the delivery is still taken (the id is
+    # dropped), in a required field it is refused; the valid deliveries sent together are all stored.
+    odd_id = json.dumps(fresh(fixture_json("events/ping.json"))).replace('"ping"', '"ping", "x": 1', 1)
+    odd_id = odd_id.replace('"webhook_delivery_id": "', '"webhook_delivery_id": "\\ud800', 1).encode()
+    odd_type = json.dumps(fresh(fixture_json("events/ping.json"))).replace('"ping"', '"\\udfff"').encode()
+    valid = [json.dumps(fresh(fixture_json("events/ping.json"))).encode() for _ in range(20)]
+
+    async def send(body: bytes) -> int:
+        return (await http.post("/webhooks/widen", content=body, headers=signed(body))).status_code
+
+    statuses = await asyncio.gather(send(odd_id), send(odd_type), *(send(b) for b in valid))
+    assert statuses[0] == 200 and statuses[1] == 422
+    assert statuses[2:] == [200] * 20

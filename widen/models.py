@@ -10,7 +10,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 ASSET_EVENT_TYPES: tuple[str, ...] = (
     "asset_created",
@@ -58,9 +70,35 @@ LooseBool = Annotated[bool, BeforeValidator(_loose_bool)]
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _drop_what_does_not_fit(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """A field of an unexpected shape is dropped (shown as unknown), not the whole message. A field
+        the model cannot do without still fails: dropping it makes it missing."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if not isinstance(data, dict):
+                raise
+            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+            if not bad:
+                raise
+            return handler({key: value for key, value in data.items() if key not in bad})
+
+
+def _encodable(text: str) -> bool:
+    """False for text with lone surrogates (valid JSON escapes, but no UTF-8 can store them)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 def _text_or_none(value: object) -> object:
-    if value is None or isinstance(value, str):
+    if isinstance(value, str):
+        return value if _encodable(value) else None
+    if value is None:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
@@ -82,7 +120,13 @@ class EventContext(_Open):
     user: Annotated[EventUser | None, _lenient(EventUser)] = None
 
 
-RequiredText = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+def _must_encode(value: str) -> str:
+    if not _encodable(value):
+        raise ValueError("must be valid Unicode text")
+    return value
+
+
+RequiredText = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_must_encode)]
 
 
 class DeliveryHead(BaseModel):

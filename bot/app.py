@@ -160,4 +160,17 @@ async def slack_events(request: web.Request) -> web.Response:
     bolt = request.app.get(BOLT)
     if bolt is None:
         return web.json_response({"error": "/widen is off; widen-bot's log says why"}, status=503)
-    return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+    if not _plausibly_signed(request):
+        return web.json_response({"error": "invalid request"}, status=401)
+    try:
+        bolt_request = await to_bolt_request(request)
+    except UnicodeDecodeError:  # Slack sends UTF-8; anything else is not from Slack
+        return web.json_response({"error": "invalid request"}, status=401)
+    return await to_aiohttp_response(await bolt.async_dispatch(bolt_request))
+
+
+def _plausibly_signed(request: web.Request) -> bool:
+    """Headers Bolt's verifier would choke on (it expects Slack's shapes) are refused before it."""
+    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+    signature = request.headers.get("X-Slack-Signature", "")
+    return timestamp.isdigit() and len(timestamp) <= 12 and signature.isascii()

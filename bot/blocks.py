@@ -567,6 +567,19 @@ def generic_message(event: WebhookEvent) -> dict[str, Any]:
     return message(f"Webhook event {event_type}", blocks)
 
 
+def plain_message(event: WebhookEvent) -> dict[str, Any]:
+    """The last resort when a message cannot be rendered: what happened, to what, by whom; no dates."""
+    what = EVENT_TITLES.get(event.event_type, "Webhook event")
+    facts = [f"*{what}*", f"Event type: `{mrkdwn_escape(fit(event.event_type, 100))}`"]
+    if event.asset_id:
+        facts.append(f"Asset ID: `{mrkdwn_escape(fit(event.asset_id, 100))}`")
+    if event.username:
+        facts.append(f"By: {mrkdwn_escape(fit(event.username, 200))}")
+    facts.append(f"Configuration: `{mrkdwn_escape(fit(event.webhook_configuration_id, 100))}`")
+    text = f"{what}: {mrkdwn_escape(fit(event.asset_id or event.event_type, 100))}"
+    return message(text, [section("\n".join(facts))])
+
+
 def message_for(
     event: WebhookEvent,
     asset: Asset | None = None,

@@ -8,6 +8,7 @@ per asset), so a bulk upload of a thousand assets costs a handful of Slack messa
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,18 +35,27 @@ SECTIONS_PER_REPLY = MAX_BLOCKS - 1
 LINE_LIMIT = 300
 
 
+@dataclass
+class Digest:
+    """The digest and its thread replies, each with the items (indices into the input) it names."""
+
+    root: dict[str, Any]
+    root_names: list[int]
+    replies: list[tuple[dict[str, Any], list[int]]]
+
+
 def digest_messages(
     items: list[tuple[WebhookEvent, Asset | None]],
     *,
     now: datetime,
     expiry_warning_days: int = 30,
     asset_url_template: str | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> Digest:
     """The digest and its thread replies."""
     lines = []
-    for event, asset in items:
+    for index, (event, asset) in enumerate(items):
         flags = asset_flags(asset, now=now, expiry_warning_days=expiry_warning_days) if asset else []
-        lines.append((flags, _line(event, asset, flags, asset_url_template)))
+        lines.append((flags, (index, _line(event, asset, flags, asset_url_template))))
     # Flagged assets first: they are what an admin must look at.
     ordered = [line for flags, line in lines if flags] + [line for flags, line in lines if not flags]
     flagged = sum(1 for flags, _ in lines if flags)
@@ -68,7 +78,7 @@ def digest_messages(
             ],
         ),
         divider(),
-        *_list_sections(ordered[:IN_DIGEST])[: MAX_BLOCKS - 6],
+        *[section(text) for text, _ in _list_sections(ordered[:IN_DIGEST])],
     ]
     if len(items) > IN_DIGEST:
         blocks.append(context(f"…and {len(items) - IN_DIGEST} more. The full list is in the thread."))
@@ -82,8 +92,9 @@ def digest_messages(
     for start in range(0, len(sections), SECTIONS_PER_REPLY):
         chunk = sections[start : start + SECTIONS_PER_REPLY]
         span = f"Full list of {len(ordered)} assets, part {start // SECTIONS_PER_REPLY + 1}"
-        replies.append(message(span, [context(span), *chunk]))
-    return root, replies
+        names = [index for _, indices in chunk for index in indices]
+        replies.append((message(span, [context(span), *(section(text) for text, _ in chunk)]), names))
+    return Digest(root, [index for index, _ in ordered[:IN_DIGEST]], replies)
 
 
 def _line(event: WebhookEvent, asset: Asset | None, flags: list[str], template: str | None) -> str:
@@ -100,18 +111,20 @@ def _line(event: WebhookEvent, asset: Asset | None, flags: list[str], template: 
     return " — ".join(parts)
 
 
-def _list_sections(lines: list[str]) -> list[dict[str, Any]]:
-    """Lines packed into as few sections as Slack's 3000-character limit allows."""
-    sections: list[dict[str, Any]] = []
-    current = ""
-    for line in lines:
+def _list_sections(lines: list[tuple[int, str]]) -> list[tuple[str, list[int]]]:
+    """Lines packed into as few section texts as Slack's 3000-character limit allows, each with the
+    items its lines name."""
+    sections: list[tuple[str, list[int]]] = []
+    current, names = "", list[int]()
+    for index, line in lines:
         line = fit(line, LINE_LIMIT)
         if current and len(current) + 1 + len(line) > SECTION_TEXT_LIMIT:
-            sections.append(section(current))
-            current = ""
+            sections.append((current, names))
+            current, names = "", list[int]()
         current = f"{current}\n{line}" if current else line
+        names.append(index)
     if current:
-        sections.append(section(current))
+        sections.append((current, names))
     return sections
 
 

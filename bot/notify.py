@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -122,26 +122,39 @@ class Notifier:
         if covers:
             kwargs["metadata"] = {"event_type": METADATA_EVENT_TYPE, "event_payload": covers}
         data = await self._call("chat.postMessage", channel, kwargs)
-        return str(data["ts"])
+        if not isinstance(data.get("ts"), str):
+            raise SlackError("no_ts")  # an answer that says ok but names no message: not trusted
+        return data["ts"]
 
     async def rows_already_posted(self, channel: str, inbox_id: str, since: float) -> set[int]:
-        """Rows of this inbox named in our own messages in the channel since `since` (epoch seconds)."""
+        """Rows of this inbox named in our own messages in the channel since `since` (epoch seconds),
+        digest threads included."""
         found: set[int] = set()
+        threads: list[str] = []
+        async for message in self._pages("conversations.history", {"channel": channel, "oldest": f"{since:.6f}"}):
+            if _ours(message, inbox_id):
+                found.update(_rows(message))
+                if message.get("reply_count"):
+                    threads.append(str(message["ts"]))
+        for ts in threads:
+            async for message in self._pages("conversations.replies", {"channel": channel, "ts": ts}):
+                if _ours(message, inbox_id):
+                    found.update(_rows(message))
+        return found
+
+    async def _pages(self, method: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         cursor: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"channel": channel, "oldest": f"{since:.6f}", "limit": 200,
-                                      "include_all_metadata": True}
+            kwargs = {**params, "limit": 200, "include_all_metadata": True}
             if cursor:
                 kwargs["cursor"] = cursor
-            data = await self._call("conversations.history", None, kwargs)
-            for message in data.get("messages", []):
-                metadata = message.get("metadata") or {}
-                payload = metadata.get("event_payload") or {}
-                if metadata.get("event_type") == METADATA_EVENT_TYPE and payload.get("inbox") == inbox_id:
-                    found.update(decode_rows(str(payload.get("rows", ""))))
+            data = await self._call(method, None, kwargs)
+            for message in data.get("messages") or []:
+                if isinstance(message, dict):
+                    yield message
             cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor or not data.get("has_more", True):
-                return found
+                return
 
     async def _call(self, method: str, channel: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -204,6 +217,17 @@ def _retry_after(headers: Any) -> float:
         return max(0.0, float(headers.get("Retry-After", "1")))
     except (TypeError, ValueError):
         return 1.0
+
+
+def _ours(message: dict[str, Any], inbox_id: str) -> bool:
+    metadata = message.get("metadata") or {}
+    return metadata.get("event_type") == METADATA_EVENT_TYPE and (metadata.get("event_payload") or {}).get(
+        "inbox"
+    ) == inbox_id
+
+
+def _rows(message: dict[str, Any]) -> set[int]:
+    return decode_rows(str((message["metadata"].get("event_payload") or {}).get("rows", "")))
 
 
 def coverage(inbox_id: str, rows: list[int], delivery_ids: list[str]) -> dict[str, Any]:

@@ -102,6 +102,7 @@ class SlackSandbox:
             "chat.postEphemeral": self._post_ephemeral,
             "users.info": self._users_info,
             "conversations.history": self._history,
+            "conversations.replies": self._replies,
         }
         self.app = web.Application()
         self.app.router.add_route("*", "/api/{method}", self._handle_api)
@@ -314,12 +315,7 @@ class SlackSandbox:
         limit = min(max(_int(params.get("limit"), 100), 1), 999)
         page = found[start : start + limit]
         has_more = start + limit < len(found)
-        messages = []
-        for msg in page:
-            shown = {k: v for k, v in msg.items() if k != "channel"}
-            if not with_metadata:
-                shown.pop("metadata", None)
-            messages.append(shown)
+        messages = [self._shown(msg, with_metadata) for msg in page]
         next_cursor = _encode_cursor(start + limit) if has_more else ""
         return _ok(
             messages=messages,
@@ -327,6 +323,27 @@ class SlackSandbox:
             pin_count=0,
             response_metadata={"next_cursor": next_cursor},
         )
+
+    def _replies(self, params: Params) -> Answer:
+        """A thread: its parent first, then the replies, oldest first (one page: threads here are short)."""
+        channel = _require_channel(params)
+        ts = str(params.get("ts") or "")
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        thread = [m for m in self.messages if m["channel"] == channel and m.get("thread_ts", m["ts"]) == ts]
+        if not thread:
+            raise ApiError("thread_not_found")
+        return _ok(messages=[self._shown(m, with_metadata) for m in thread], has_more=False,
+                   response_metadata={"next_cursor": ""})
+
+    def _shown(self, msg: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+        shown = {k: v for k, v in msg.items() if k != "channel"}
+        if not with_metadata:
+            shown.pop("metadata", None)
+        replies = sum(1 for m in self.messages if m.get("thread_ts") == msg["ts"] and m["ts"] != msg["ts"])
+        if replies:
+            shown["thread_ts"] = msg["ts"]
+            shown["reply_count"] = replies
+        return shown
 
     # ---- helpers --------------------------------------------------------------------------------
 

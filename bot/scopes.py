@@ -14,6 +14,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "chat.update": ("chat:write",),
     "users.info": ("users:read",),  # is the person a workspace admin or owner?
     "conversations.history": ("channels:history", "groups:history"),  # after a crash: posted already?
+    "conversations.replies": ("channels:history", "groups:history"),  # ... and in a digest's thread?
     "apps.connections.open": (),  # Socket Mode; uses the app-level token (connections:write)
 }
 COMMAND_SCOPES: tuple[str, ...] = ("commands",)

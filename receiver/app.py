@@ -6,6 +6,7 @@ generators below, so start-up and shutdown read top to bottom in one place.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from widen.models import ASSET_EVENT_TYPES, PING, DeliveryHead, WebhookEvent
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024
+BODY_SECONDS = 10.0
 ACCEPTED = b'{"status": "accepted"}'
 DUPLICATE = b'{"status": "duplicate"}'
 
@@ -146,12 +148,24 @@ def _refuse(status: int, error: str, **extra: Any) -> web.Response:
     return web.json_response({"error": error, **extra}, status=status)
 
 
-async def _read_limited(request: web.Request) -> bytes | None:
-    """The body, or None when it is over MAX_BODY (aiohttp checks Content-Length and counts as it reads)."""
+class _Unreadable(Exception):
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
+async def _read_limited(request: web.Request) -> bytes:
+    """The body, within MAX_BODY (aiohttp checks Content-Length and counts as it reads) and BODY_SECONDS."""
     try:
-        return await request.read()
+        async with asyncio.timeout(BODY_SECONDS):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return None
+        raise _Unreadable(413, f"body over {MAX_BODY} bytes") from None
+    except TimeoutError:  # a sender trickling its body holds a connection, never the store
+        raise _Unreadable(408, f"body not received within {BODY_SECONDS} s") from None
+    except web.RequestPayloadError:  # e.g. a Content-Encoding that does not decode
+        raise _Unreadable(400, "body could not be read (bad encoding or truncated)") from None
 
 
 async def receive_delivery(request: web.Request) -> web.Response:
@@ -160,10 +174,11 @@ async def receive_delivery(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     token = request.match_info.get("token")
 
-    body = await _read_limited(request)
-    if body is None:
-        metrics.deliveries.labels("unknown", "too_large").inc()
-        return _refuse(413, f"body over {MAX_BODY} bytes")
+    try:
+        body = await _read_limited(request)
+    except _Unreadable as exc:
+        metrics.deliveries.labels("unknown", "too_large" if exc.status == 413 else "unreadable").inc()
+        return _refuse(exc.status, exc.error)
 
     header = request.headers.get(settings.widen_signature_header)
     if token is not None:
@@ -201,7 +216,7 @@ async def receive_delivery(request: web.Request) -> web.Response:
         fields = sorted({str(e["loc"][0]) for e in exc.errors()}) if isinstance(exc, ValidationError) else []
         metrics.deliveries.labels("unknown", "invalid").inc()
         return _refuse(422, "event_type and webhook_configuration_id must be non-empty strings", fields=fields)
-    if route is not None and event.webhook_configuration_id != route.configuration_id:
+    if route is not None and not route.pending and event.webhook_configuration_id != route.configuration_id:
         metrics.deliveries.labels(_label(event.event_type), "invalid").inc()
         return _refuse(422, "webhook_configuration_id does not match this delivery URL")
 

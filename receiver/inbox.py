@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS routes (
 );
 """
 
+# The configuration id of a route whose configuration is being created.
+PENDING = "pending:"
+
 DELIVERY_COLUMNS = (
     "row_id, delivery_id, configuration_id, event_type, asset_id, body, received_at, attempts, maybe_posted"
 )
@@ -111,6 +114,11 @@ class Route:
     token: str
     configuration_id: str
     secret: str
+
+    @property
+    def pending(self) -> bool:
+        """Made by /widen create, whose DAM call has not answered yet (it may deliver meanwhile)."""
+        return self.configuration_id.startswith(PENDING)
 
 
 @dataclass(frozen=True)

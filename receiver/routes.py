@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from receiver.inbox import Inbox
+from receiver.inbox import PENDING, Inbox
 from receiver.logs import register_secret
 from widen.client import WidenClient
 
@@ -32,7 +32,7 @@ async def create_routed_configuration(
     register_secret(secret_key)
     url = delivery_url(public_base_url, token)
     # Store the route first: the DAM may deliver (or we may ping) before create even returns.
-    pending_id = "pending:" + token
+    pending_id = PENDING + token
     await inbox.add_route(token, pending_id, secret_key, created_by)
     try:
         configuration_id = await widen.create_webhook(event_type, url, secret_key=secret_key)

@@ -114,25 +114,33 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
-            self.inbox.new_work.clear()
-            free = self.concurrency - len(self._fetching)
-            if free < max(1, self.concurrency // 4):
-                # Few free slots: claim in larger batches, when fetches finish (each sets new_work).
-                await self.inbox.new_work.wait()
-                continue
-            batch = await self.inbox.claim(free)
-            for delivery in batch:
-                self._claimed.add(delivery.row_id)
-                await self._slots.acquire()
-                task = asyncio.create_task(self._fetch(delivery))
-                self._fetching.add(task)
-                task.add_done_callback(self._fetch_done)
-            if batch and len(batch) == free:
-                continue
-            due = await self.inbox.next_due_in()
-            timeout = 5.0 if due is None else min(max(due, 0.01), 5.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.inbox.new_work.wait(), timeout)
+            try:
+                await self._claim_some()
+            except Exception:  # a store that fails now may work in a moment: keep trying, say so
+                log.exception("claiming deliveries failed; trying again in 1 s")
+                await asyncio.sleep(1)
+
+    async def _claim_some(self) -> None:
+        """Claim what fits in the free fetch slots, or wait for a slot or for new work."""
+        self.inbox.new_work.clear()
+        free = self.concurrency - len(self._fetching)
+        if free < max(1, self.concurrency // 4):
+            # Few free slots: claim in larger batches, when fetches finish (each sets new_work).
+            await self.inbox.new_work.wait()
+            return
+        batch = await self.inbox.claim(free)
+        for delivery in batch:
+            self._claimed.add(delivery.row_id)
+            await self._slots.acquire()
+            task = asyncio.create_task(self._fetch(delivery))
+            self._fetching.add(task)
+            task.add_done_callback(self._fetch_done)
+        if batch and len(batch) == free:
+            return
+        due = await self.inbox.next_due_in()
+        timeout = 5.0 if due is None else min(max(due, 0.01), 5.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.inbox.new_work.wait(), timeout)
 
     def _fetch_done(self, task: asyncio.Task[None]) -> None:
         self._fetching.discard(task)
@@ -155,6 +163,10 @@ class Worker:
         except (RateLimited, Unavailable, WidenError) as exc:
             log.warning("DAM call failed for delivery %s: %s", delivery.delivery_id, exc, extra=_ids(delivery))
             await self._retry(delivery, f"DAM: {exc}")
+            return
+        except Exception:
+            log.exception("preparing delivery %s failed", delivery.delivery_id, extra=_ids(delivery))
+            await self._give_back(delivery, "internal error while preparing")
             return
         await self.outbox.put(ready)
 
@@ -179,24 +191,33 @@ class Worker:
     async def _post_loop(self) -> None:
         waiting: list[Ready] = []
         while True:
-            fresh = [] if waiting else [await self.outbox.get()]
-            while not self.outbox.empty():
-                fresh.append(self.outbox.get_nowait())
-            for item in await self._skip_already_posted(fresh):
-                self.bursts.arrived(item)
-                waiting.append(item)
-            if not waiting:
-                continue
-            if self.bursts.in_burst():
-                for item in [i for i in waiting if not i.is_asset_event]:
-                    await self._post_card(item)
-                burst = [i for i in waiting if i.is_asset_event]
+            try:
+                waiting = await self._post_some(waiting)
+            except Exception:  # posts are guarded; this is the last line of defence for the loop itself
+                log.exception("the poster failed; the deliveries it held are retried later")
+                for item in waiting:
+                    await self._give_back(item.delivery, "internal error while posting")
                 waiting = []
-                await self._wait_for_digest(burst)
-            else:
-                # One card at a time, then look again: while Slack's pace holds this card back, more
-                # may arrive and turn out to be a burst.
-                await self._post_card(waiting.pop(0))
+                await asyncio.sleep(1)
+
+    async def _post_some(self, waiting: list[Ready]) -> list[Ready]:
+        fresh = [] if waiting else [await self.outbox.get()]
+        while not self.outbox.empty():
+            fresh.append(self.outbox.get_nowait())
+        for item in await self._skip_already_posted(fresh):
+            self.bursts.arrived(item)
+            waiting.append(item)
+        if not waiting:
+            return waiting
+        if self.bursts.in_burst():
+            for item in [i for i in waiting if not i.is_asset_event]:
+                await self._post_card(item)
+            await self._wait_for_digest([i for i in waiting if i.is_asset_event])
+            return []
+        # One card at a time, then look again: while Slack's pace holds this card back, more may
+        # arrive and turn out to be a burst.
+        await self._post_card(waiting.pop(0))
+        return waiting
 
     async def _wait_for_digest(self, held: list[Ready]) -> None:
         """Gather a burst: keep adding what arrives until the window closes or arrivals stop."""
@@ -225,7 +246,8 @@ class Worker:
         since = min(item.delivery.received_at for item in suspects) - 60
         try:
             posted = await self.notifier.rows_already_posted(self.channel, self.inbox.inbox_id, since)
-        except (SlackError, SlackUnavailable) as exc:
+        except Exception as exc:  # Slack errors, and odd answers: look again later
+            log.warning("could not read the channel's history: %s", exc)
             for item in batch:
                 await self._retry(item.delivery, f"Slack history: {exc}")
             return []
@@ -239,8 +261,25 @@ class Worker:
         return keep
 
     async def _post_card(self, item: Ready) -> None:
+        await self._guarded([item], self._post_card_unguarded(item))
+
+    async def _post_digest(self, items: list[Ready]) -> None:
+        await self._guarded(items, self._post_digest_unguarded(items))
+
+    async def _guarded(self, items: list[Ready], posting: Awaitable[None]) -> None:
+        """A bug, an odd answer from Slack or a broken store must not lose the items or stop the poster:
+        what is not finished is given back, to be tried again."""
+        try:
+            await posting
+        except Exception:
+            log.exception("posting failed; the deliveries involved are retried later")
+            for item in items:
+                if item.delivery.row_id in self._claimed:
+                    await self._give_back(item.delivery, "internal error while posting")
+
+    async def _post_card_unguarded(self, item: Ready) -> None:
         message = self._render(item)
-        covers = coverage(self.inbox.inbox_id, [item.delivery.row_id], [item.delivery.delivery_id])
+        covers = self._covers([item])
         await self.inbox.mark_posting([item.delivery.row_id])
         try:
             try:
@@ -256,30 +295,50 @@ class Worker:
             return
         await self._finish([item], ts)
 
-    async def _post_digest(self, items: list[Ready]) -> None:
-        root, replies = digest_messages(
+    async def _post_digest_unguarded(self, items: list[Ready]) -> None:
+        digest = digest_messages(
             [(item.event, item.asset) for item in items],
             now=datetime.now(UTC),
             expiry_warning_days=self.settings.expiry_warning_days,
             asset_url_template=self.settings.widen_asset_url_template,
         )
-        rows = [item.delivery.row_id for item in items]
-        covers = coverage(self.inbox.inbox_id, rows, [item.delivery.delivery_id for item in items])
-        await self.inbox.mark_posting(rows)
+        await self.inbox.mark_posting([item.delivery.row_id for item in items])
+        # Each message covers (in its metadata, and in the store once Slack has it) exactly the assets it
+        # names: the digest its first 20, each thread reply the rest of its part of the list. A crash or
+        # a stop between two of them leaves the others to be found in the thread or posted again.
+        in_root = [items[i] for i in digest.root_names]
         try:
-            ts = await self.notifier.post(self.channel, root, covers=covers)
+            ts = await self.notifier.post(self.channel, digest.root, covers=self._covers(in_root))
         except (SlackError, SlackUnavailable) as exc:
             await self._slack_failed(items, exc)
             return
-        # The digest names every asset: they are done, whatever happens to the thread replies.
-        await self._finish(items, ts)
-        for reply in replies:
+        await self._finish(in_root, ts)
+        named = set(digest.root_names)
+        for reply, names in digest.replies:
+            part = [items[i] for i in names if i not in named]
+            named.update(names)
             try:
-                await self.notifier.post(self.channel, reply, thread_ts=ts)
+                await self.notifier.post(self.channel, reply, covers=self._covers(part), thread_ts=ts)
             except (SlackError, SlackUnavailable) as exc:
-                log.warning("a digest reply could not be posted: %s", exc)
+                await self._slack_failed(part, exc)  # announced later, on their own or in another digest
+                continue
+            await self._finish(part, ts)
+
+    def _covers(self, items: list[Ready]) -> dict[str, Any] | None:
+        if not items:
+            return None
+        rows = [i.delivery.row_id for i in items]
+        return coverage(self.inbox.inbox_id, rows, [i.delivery.delivery_id for i in items])
 
     def _render(self, item: Ready) -> dict[str, Any]:
+        try:
+            return self._render_message(item)
+        except Exception:  # whatever the DAM sent, the event is still announced
+            log.exception("could not render delivery %s; posting it plainly", item.delivery.delivery_id,
+                          extra=_ids(item.delivery))
+            return blocks.plain_message(item.event)
+
+    def _render_message(self, item: Ready) -> dict[str, Any]:
         event = item.event
         if event.event_type == PING:
             return blocks.ping_message(event, item.configuration)
@@ -319,6 +378,15 @@ class Worker:
         await self.inbox.retry_later(delivery.row_id, error, delay)
         self._claimed.discard(delivery.row_id)
         self.observe("retry", delivery, time.time() - delivery.received_at)
+
+    async def _give_back(self, delivery: Delivery, error: str) -> None:
+        """After an unexpected error: retry later if the store lets us; else leave the row claimed in the
+        store, where the next start finds it."""
+        try:
+            await self._retry(delivery, error)
+        except Exception:
+            log.exception("could not record the failure of delivery %s", delivery.delivery_id)
+            self._claimed.discard(delivery.row_id)
 
     async def _park(self, delivery: Delivery, error: str) -> None:
         log.error("parking delivery %s after %d attempts: %s", delivery.delivery_id, delivery.attempts, error,

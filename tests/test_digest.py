@@ -46,7 +46,7 @@ def test_digest_counts_who_groups_and_flags_first():
     items = [(event(asset(n), user=f"user{n % 3}@example.com"), asset(n)) for n in range(30)]
     flagged = asset(99, groups=[])
     items.append((event(flagged, event_type="asset_tags_updated"), flagged))
-    root, replies = digest_messages(items, now=NOW)
+    root = digest_messages(items, now=NOW).root
     valid(root)
     text = json.dumps(root)
     assert "31 asset events" in text
@@ -62,19 +62,27 @@ def test_digest_counts_who_groups_and_flags_first():
 
 def test_the_thread_lists_every_asset_in_few_replies():
     items = [(event(asset(n)), asset(n)) for n in range(1000)]
-    root, replies = digest_messages(items, now=NOW)
+    digest = digest_messages(items, now=NOW)
+    replies = [reply for reply, _ in digest.replies]
     assert 1 <= len(replies) <= 10
     for reply in replies:
         valid(reply)
     listed = "\n".join(json.dumps(r) for r in replies)
     for n in range(1000):
         assert f"file-{n}.jpg" in listed
+    # What each message names, for the crash check: the root its 20, the replies all, each once.
+    assert len(digest.root_names) == IN_DIGEST
+    named = [index for _, names in digest.replies for index in names]
+    assert sorted(named) == list(range(1000))
+    for reply, names in digest.replies:
+        assert all(f"file-{i}.jpg" in json.dumps(reply) for i in names)
 
 
 def test_digest_escapes_what_the_dam_says():
     hostile = asset(1, groups=["<!channel>"])
     hostile.filename = "<!here>.jpg"
-    root, replies = digest_messages([(event(hostile, user="<@U0ADMIN>"), hostile)] * 12, now=NOW)
+    digest = digest_messages([(event(hostile, user="<@U0ADMIN>"), hostile)] * 12, now=NOW)
+    root, replies = digest.root, [reply for reply, _ in digest.replies]
     raw = json.dumps([root, *replies])
     for dangerous in ("<!channel>", "<!here>", "<@U0ADMIN>"):
         assert dangerous not in raw

@@ -106,3 +106,20 @@ async def test_slack_429_storm(burst: Burst):
     burst.slack.fail_next("chat.postMessage", 15, status=429, retry_after=1)
     await burst.upload(30)
     await burst.assert_each_accepted_asset_once()
+
+
+@pytest.mark.parametrize("stop", ["kill", "term"])
+async def test_stopped_right_after_a_digest_before_its_thread(burst: Burst, stop: str):
+    # The digest names 20 assets; the rest are in its thread. Stopping in between must not lose them.
+    if stop == "term":  # no grace period: SIGTERM lands between the digest and its replies
+        burst.server.stop()
+        burst.server.env["SHUTDOWN_TIMEOUT"] = "0"
+        await burst.server.start()
+    await burst.upload(60)
+    await eventually(lambda: any("asset events" in m["text"] for m in burst.slack.messages_in(CHANNEL)), timeout=30)
+    if stop == "kill":
+        burst.server.kill()
+    else:
+        assert burst.server.terminate() == 0
+    await burst.server.start()
+    await burst.assert_each_accepted_asset_once()

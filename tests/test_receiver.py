@@ -206,3 +206,45 @@ async def test_lone_surrogates_never_cost_a_5xx_nor_the_deliveries_stored_with_t
     statuses = await asyncio.gather(send(odd_id), send(odd_type), *(send(b) for b in valid))
     assert statuses[0] == 200 and statuses[1] == 422
     assert statuses[2:] == [200] * 20
+
+
+async def test_a_body_that_does_not_decode_is_400(http: httpx.AsyncClient):
+    body = b"\x78\x9c not deflate at all"
+    headers = signed(body) | {"Content-Encoding": "deflate"}
+    response = await http.post("/webhooks/widen", content=body, headers=headers)
+    assert response.status_code == 400
+
+
+async def test_a_trickling_body_is_cut_off_with_408(stack: Stack, monkeypatch):
+    import receiver.app
+
+    monkeypatch.setattr(receiver.app, "BODY_SECONDS", 0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(stack.base_url.rsplit(":", 1)[1]))
+    writer.write(b"POST /webhooks/widen HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"event_type\":")
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert b" 408 " in status_line
+
+
+async def test_a_delivery_during_create_is_taken(stack: Stack, http: httpx.AsyncClient):
+    # /widen create stores the URL before the DAM answers; the DAM may deliver before it does.
+    await stack.app[INBOX].add_route("tok-being-created", "pending:tok-being-created", "route-secret", None)
+    body = json.dumps(fresh(fixture_json("events/ping.json"))).encode()
+    response = await http.post("/webhooks/widen/tok-being-created", content=body, headers=signed(body, "route-secret"))
+    assert response.status_code == 200
+
+
+async def test_junk_to_slack_events_is_401_not_500(http: httpx.AsyncClient):
+    cases = [
+        (b"\xff\xfe not utf-8", {"X-Slack-Request-Timestamp": "1700000000", "X-Slack-Signature": "v0=00"}),
+        (b"command=/widen", {"X-Slack-Request-Timestamp": "nan", "X-Slack-Signature": "v0=00"}),
+        (b"command=/widen", {"X-Slack-Request-Timestamp": "1e400", "X-Slack-Signature": "v0=00"}),
+        (b"command=/widen", {"X-Slack-Request-Timestamp": "9" * 400, "X-Slack-Signature": "v0=00"}),
+        (b"command=/widen", {"X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=\u00e9".encode("latin-1")}),
+        (b"command=/widen", {}),
+    ]
+    for body, headers in cases:
+        response = await http.post("/slack/events", content=body,
+                                   headers=headers | {"Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 401, (body, headers)

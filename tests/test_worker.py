@@ -112,3 +112,37 @@ async def test_every_asset_event_type_gets_a_message(stack: Stack, http: httpx.A
         await deliver(http, asset_event("3db58e3c-fe98-4437-9637-df299f9d1b06", event_type))
     messages = await eventually(lambda: len(stack.slack.messages_in(CHANNEL)) >= 8 and stack.slack.messages_in(CHANNEL))
     assert len(messages) == 8
+
+
+async def test_a_delivery_that_cannot_be_rendered_is_still_announced_and_blocks_nothing(
+    stack: Stack, http: httpx.AsyncClient
+):
+    poison = asset_event("3db58e3c-fe98-4437-9637-df299f9d1b06") | {"date_created": "0001-01-01T00:00:00+05:00"}
+    await deliver(http, poison)
+    for _ in range(3):
+        await deliver(http, asset_event("3db58e3c-fe98-4437-9637-df299f9d1b06"))
+    messages = await eventually(lambda: len(stack.slack.messages_in(CHANNEL)) >= 4 and stack.slack.messages_in(CHANNEL))
+    assert len(messages) == 4
+    assert await idle(stack)
+
+
+async def test_assets_of_odd_shapes_still_get_their_message(stack: Stack, http: httpx.AsyncClient):
+    odd_shapes = [
+        {"metadata": [1]}, {"metadata": {"fields": [1]}}, {"security": ["x"]},
+        {"security": {"asset_groups": None, "expiration_date": "9999-12-31T23:59:59-05:00"}},
+        {"security": {"asset_groups": [{"name": "x"}], "release_date": "0001-01-01T00:00:00+05:00"}},
+        {"thumbnails": [1]}, {"embeds": "x"}, {"status": "x"}, {"released_and_not_expired": "maybe"},
+        {"file_properties": {"size_in_bytes": 1.5, "size_in_kbytes": float("-inf"),
+                             "video_properties": {"duration": float("nan")}}},
+    ]
+    for n, change in enumerate(odd_shapes):
+        asset = copy.deepcopy(fixture_json(f"api/{SEED_ASSET}")) | change
+        asset["id"] = str(uuid.uuid4())
+        asset["filename"] = f"odd-{n}.jpg"
+        stack.dam.add_asset(asset)
+        await deliver(http, asset_event(asset["id"]))
+    await eventually(lambda: len(stack.slack.messages_in(CHANNEL)) >= len(odd_shapes), timeout=30)
+    shown = "\n".join(texts(m) for m in stack.slack.messages_in(CHANNEL))
+    for n in range(len(odd_shapes)):
+        assert f"odd-{n}.jpg" in shown, odd_shapes[n]
+    assert (await stack.app[INBOX].stats()).parked == 0

@@ -141,12 +141,12 @@ def _deliveries(count: int) -> list[bytes]:
     template = {
         "webhook_configuration_id": "976cf9b0-95d0-4dbd-acb0-57fbdaef7b6f",
         "event_context": {"user": {"id": "5f6f1f60-1b5e-4690-8ba0-a40c09b2cf0c", "username": "dam.admin@example.com"}},
-        "asset_id": "3db58e3c-fe98-4437-9637-df299f9d1b06",
         "event_type": "asset_created",
         "date_created": "2021-02-10T22:18:47Z",
     }
-    return [_request(json.dumps(template | {"webhook_delivery_id": str(uuid.uuid4())}).encode())
-            for _ in range(count)]
+    # Each about a different asset, as in a real bulk upload: the worker fetches them at the DAM's pace.
+    fresh = ({"webhook_delivery_id": str(uuid.uuid4()), "asset_id": str(uuid.uuid4())} for _ in range(count))
+    return [_request(json.dumps(template | ids).encode()) for ids in fresh]
 
 
 async def _connection(port: int, requests: list[bytes], deadline: float, latencies: list[float],

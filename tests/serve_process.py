@@ -17,6 +17,18 @@ from receiver.sandbox_run import CHANNEL, SIGNING_SECRET, free_port
 from widen.sandbox import DamSandbox
 
 
+def sandbox_env(dam: DamSandbox, slack: SlackSandbox) -> dict[str, str]:
+    """The settings that point widen-bot at the local DAM and the local Slack."""
+    return {
+        "SLACK_BOT_TOKEN": slack.token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.base_url,
+        "SLACK_CHANNEL": CHANNEL,
+        "WIDEN_API_TOKEN": dam.token,
+        "WIDEN_API_URL": dam.base_url,
+    }
+
+
 class ServeProcess:
     def __init__(self, dam: DamSandbox, slack: SlackSandbox, database: Path, log: Path, **env: str) -> None:
         self.port = free_port()
@@ -24,12 +36,7 @@ class ServeProcess:
         self.log = log
         self.env = {
             "PATH": os.environ.get("PATH", ""),
-            "SLACK_BOT_TOKEN": slack.token,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.base_url,
-            "SLACK_CHANNEL": CHANNEL,
-            "WIDEN_API_TOKEN": dam.token,
-            "WIDEN_API_URL": dam.base_url,
+            **sandbox_env(dam, slack),
             "PUBLIC_BASE_URL": self.base_url,
             "DATABASE_URL": f"sqlite:///{database}",
             "HOST": "127.0.0.1",

@@ -24,8 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver.sandbox_run import CHANNEL, SIGNING_SECRET, free_port
+from receiver.sandbox_run import CHANNEL, free_port
 from tests.conftest import SHARED_SECRET, deliver, eventually, fixture_json
+from tests.serve_process import sandbox_env
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -217,12 +218,7 @@ async def test_the_installed_wheel_serves_health_checks_and_stops_cleanly(image:
         "DATABASE_URL": env_of(runtime)["DATABASE_URL"].replace("/data/", f"{data}/"),
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        "SLACK_BOT_TOKEN": slack.token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.base_url,
-        "SLACK_CHANNEL": CHANNEL,
-        "WIDEN_API_TOKEN": dam.token,
-        "WIDEN_API_URL": dam.base_url,
+        **sandbox_env(dam, slack),
         "WIDEN_WEBHOOK_SECRET": SHARED_SECRET,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
     }

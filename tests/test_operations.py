@@ -31,9 +31,9 @@ from bot.slack_requests import post_signed, slash_command_body
 from receiver.app import INBOX, WIDEN
 from receiver.logs import REDACTED, JsonFormatter, TextFormatter, register_secret
 from receiver.routes import create_routed_configuration
-from receiver.sandbox_run import CHANNEL, SIGNING_SECRET, running_stack
+from receiver.sandbox_run import CHANNEL, running_stack
 from tests.conftest import SHARED_SECRET, deliver, eventually, fixture_json, signed
-from tests.serve_process import ServeProcess
+from tests.serve_process import ServeProcess, sandbox_env
 from widen.sandbox import DamSandbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,12 +218,7 @@ def serve_env(dam: DamSandbox, slack: SlackSandbox, tmp_path: Path, **extra: str
     return {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(REPO),
-        "SLACK_BOT_TOKEN": slack.token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.base_url,
-        "SLACK_CHANNEL": CHANNEL,
-        "WIDEN_API_TOKEN": dam.token,
-        "WIDEN_API_URL": dam.base_url,
+        **sandbox_env(dam, slack),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'bot.db'}",
         **extra,
     }

@@ -74,6 +74,14 @@ def serve(_: argparse.Namespace) -> int:
     logs.configure(settings.log_level, settings.log_format)
     _use_uvloop()
     app = build_app(settings)
+    log = logging.getLogger("widen-bot")
+
+    async def say_ready(_: web.Application) -> None:
+        log.info("widen-bot listening on http://%s:%s; Slack: %s; store: %s; shared webhook path: %s",
+                 settings.host, settings.port, "Socket Mode" if settings.socket_mode else "HTTP, /slack/events",
+                 settings.database_path.resolve(), _shared_path(settings))
+
+    app.on_startup.append(say_ready)
     # Everything imported and built so far lives as long as the process: keep the collector from
     # walking it again and again while requests come in.
     gc.freeze()
@@ -91,9 +99,18 @@ def serve(_: argparse.Namespace) -> int:
             handle_signals=True,
         )
     except (OSError, sqlite3.Error) as exc:  # port taken, store unreachable: one line, not a traceback
-        logging.getLogger("widen-bot").critical("cannot start: %s (HOST, PORT, DATABASE_URL)", exc)
+        log.critical("cannot start: %s (HOST, PORT, DATABASE_URL)", exc)
         return 1
+    log.info("widen-bot stopped")
     return 0
+
+
+def _shared_path(settings: Settings) -> str:
+    if settings.widen_webhook_secret is not None:
+        return "open to deliveries signed with WIDEN_WEBHOOK_SECRET"
+    if settings.widen_allow_unsigned:
+        return "open to unsigned deliveries (WIDEN_ALLOW_UNSIGNED)"
+    return "closed (no WIDEN_WEBHOOK_SECRET)"
 
 
 def sandbox(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -68,6 +69,21 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("admin_user_ids")
+    @classmethod
+    def _user_ids(cls, value: list[str]) -> list[str]:
+        odd = [v for v in value if not re.fullmatch(r"[UW][A-Z0-9]{2,}", v)]
+        if odd:
+            raise ValueError(f"must be Slack member IDs like U0123456789 (not names): {', '.join(odd)}")
+        return value
+
+    @field_validator("slack_channel")
+    @classmethod
+    def _channel_id(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", value):
+            raise ValueError("must be a channel ID like C0123456789 (channel details, at the bottom), not a name")
+        return value or None
+
     @field_validator("database_url")
     @classmethod
     def _sqlite_only(cls, value: str) -> str:
@@ -115,9 +131,10 @@ class Settings(BaseSettings):
             "SLACK_CHANNEL": self.slack_channel,
             "WIDEN_API_TOKEN": self.widen_api_token,
         }
-        if not self.socket_mode:
-            required["SLACK_SIGNING_SECRET"] = self.slack_signing_secret
         for name, value in required.items():
             if not value:
                 problems.append(f"{name}: required for serve")
+        if not self.socket_mode and not self.slack_signing_secret:
+            problems.append("SLACK_SIGNING_SECRET: required for serve in HTTP mode "
+                            "(or set SLACK_APP_TOKEN for Socket Mode)")
         return problems

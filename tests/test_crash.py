@@ -77,6 +77,9 @@ async def test_sigterm_exits_0_and_pending_work_resumes(sandboxes, tmp_path: Pat
         assert await post(server, event()) == 200
         await eventually(lambda: any(c == ("chat.postMessage", "http_503") for c in slack.calls))
         assert server.terminate() == 0
+        log = (tmp_path / "serve.log").read_text()
+        assert "widen-bot listening on http://127.0.0.1:" in log and "shared webhook path: open" in log
+        assert "widen-bot stopped" in log
         slack._faults.clear()
         await server.start()
         await eventually(lambda: len(slack.messages_in(CHANNEL)) == 1, timeout=30)

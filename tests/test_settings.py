@@ -49,7 +49,8 @@ def test_serve_without_settings_exits_2_naming_each_required_variable(tmp_path: 
     ("variable", "value"),
     [("PORT", "abc"), ("PORT", "70000"), ("DATABASE_URL", "postgres://x"), ("LOG_LEVEL", "LOUD"),
      ("LOG_FORMAT", "xml"), ("SLACK_API_URL", "not a url"), ("MAX_ATTEMPTS", "0"), ("WIDEN_ALLOW_UNSIGNED", "maybe"),
-     ("SLACK_APP_TOKEN", "xoxb-not-an-app-token")],
+     ("SLACK_APP_TOKEN", "xoxb-not-an-app-token"), ("SLACK_CHANNEL", "#general"),
+     ("ADMIN_USER_IDS", "U0123, jane.doe")],
 )
 def test_an_invalid_value_exits_2_naming_it(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                             tmp_path: Path, variable: str, value: str):

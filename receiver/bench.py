@@ -28,8 +28,10 @@ from typing import Any
 
 import httpx
 
-from receiver.sandbox_run import CHANNEL, SIGNING_SECRET, free_port
+from bot.sandbox import SlackSandbox
+from receiver.sandbox_run import CHANNEL, free_port, sandbox_env
 from receiver.signing import sign
+from widen.sandbox import DamSandbox
 
 BENCH_SECRET = "bench-shared-secret"
 
@@ -60,22 +62,16 @@ def figure(key: str, value: object) -> None:
 # ---- processes ----------------------------------------------------------------------------------------
 
 
-def serve_env(port: int, database: Path, slack_url: str, dam_url: str, **extra: str) -> dict[str, str]:
+def serve_env(port: int, database: Path, dam: DamSandbox, slack: SlackSandbox) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
-        "SLACK_BOT_TOKEN": "xoxb-sandbox-token",
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack_url,
-        "SLACK_CHANNEL": CHANNEL,
-        "WIDEN_API_TOKEN": "sandbox-dam-token",
-        "WIDEN_API_URL": dam_url,
+        **sandbox_env(dam, slack),
         "WIDEN_WEBHOOK_SECRET": BENCH_SECRET,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "DATABASE_URL": f"sqlite:///{database}",
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",
-        **extra,
     }
 
 
@@ -189,9 +185,6 @@ async def _load(port: int, seconds: float, connections: int, requests: list[byte
 
 
 async def ingest(*, seconds: float = 5.0, connections: int = 32, rounds: int = 2) -> int:
-    from bot.sandbox import SlackSandbox
-    from widen.sandbox import DamSandbox
-
     figure("machine", f"{os.cpu_count()} cores, python {sys.version.split()[0]}")
     figure("connections", connections)
     figure("seconds_per_round", seconds)
@@ -201,7 +194,7 @@ async def ingest(*, seconds: float = 5.0, connections: int = 32, rounds: int = 2
     ours_port, bare_port = free_port(), free_port()
     results: dict[str, list[dict[str, float]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="widen-bot-bench-") as tmp:
-        env = serve_env(ours_port, Path(tmp) / "bench.db", slack.base_url, dam.base_url)
+        env = serve_env(ours_port, Path(tmp) / "bench.db", dam, slack)
         with process([sys.executable, "-m", "receiver.cli", "serve"], env) as ours, \
                 process([sys.executable, "-c", BARE_SERVER, str(bare_port)]) as bare:
             await wait_healthy(f"http://127.0.0.1:{ours_port}", ours)
@@ -258,9 +251,6 @@ def count_announced(messages: list[dict[str, Any]], keys: dict[str, str]) -> dic
 
 
 async def burst(*, events: int = 1000) -> int:
-    from bot.sandbox import SlackSandbox
-    from widen.sandbox import DamSandbox
-
     figure("machine", f"{os.cpu_count()} cores, python {sys.version.split()[0]}")
     figure("events", events)
     dam = DamSandbox(rate_limit=50.0, duplicate_deliveries=True)
@@ -269,7 +259,7 @@ async def burst(*, events: int = 1000) -> int:
     await slack.start()
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="widen-bot-bench-") as tmp:
-        env = serve_env(port, Path(tmp) / "bench.db", slack.base_url, dam.base_url)
+        env = serve_env(port, Path(tmp) / "bench.db", dam, slack)
         with process([sys.executable, "-m", "receiver.cli", "serve"], env) as ours:
             await wait_healthy(f"http://127.0.0.1:{port}", ours)
             # A configuration delivering to the shared path, signed with its secret.

@@ -429,10 +429,6 @@ class Inbox:
         assert row is not None
         return ConfigurationStats(received=row[0], last_received=row[1], failures=row[2] or 0)
 
-    async def state_of(self, delivery_id: str) -> str | None:
-        row = self._one("SELECT state FROM deliveries WHERE delivery_id=?", (delivery_id,))
-        return None if row is None else row[0]
-
     async def writable(self) -> bool:
         # A real committed write, as a delivery needs: a no-op statement would pass on a full disk.
         try:

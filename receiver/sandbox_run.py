@@ -55,6 +55,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def sandbox_env(dam: DamSandbox, slack: SlackSandbox) -> dict[str, str]:
+    """The settings, as environment variables, that point a `serve` process at the local DAM and Slack."""
+    return {
+        "SLACK_BOT_TOKEN": slack.token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.base_url,
+        "SLACK_CHANNEL": CHANNEL,
+        "WIDEN_API_TOKEN": dam.token,
+        "WIDEN_API_URL": dam.base_url,
+    }
+
+
 def sandbox_settings(dam: DamSandbox, slack: SlackSandbox, port: int, database: Path, **extra: Any) -> Settings:
     # model_validate, not Settings(): the sandbox must not pick up the environment or a .env file.
     return Settings.model_validate(

@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +43,6 @@ class Ready:
     event: WebhookEvent
     asset: Asset | None
     configuration: WebhookConfiguration | None = None
-    ready_at: float = field(default_factory=time.monotonic)
 
     @property
     def is_asset_event(self) -> bool:
@@ -76,7 +75,6 @@ class Worker:
         self.bursts = BurstDetector(settings.digest_threshold, settings.digest_window_seconds)
         self._claimed: set[int] = set()
         self._fetching: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(concurrency)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -107,9 +105,6 @@ class Worker:
         while self._claimed:
             await asyncio.sleep(0.05)
 
-    def idle(self) -> bool:
-        return not self._claimed
-
     # ---- stage 1: claim and fetch ---------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
@@ -131,7 +126,6 @@ class Worker:
         batch = await self.inbox.claim(free)
         for delivery in batch:
             self._claimed.add(delivery.row_id)
-            await self._slots.acquire()
             task = asyncio.create_task(self._fetch(delivery))
             self._fetching.add(task)
             task.add_done_callback(self._fetch_done)
@@ -144,7 +138,6 @@ class Worker:
 
     def _fetch_done(self, task: asyncio.Task[None]) -> None:
         self._fetching.discard(task)
-        self._slots.release()
         self.inbox.new_work.set()  # a slot is free: claim more
 
     async def _fetch(self, delivery: Delivery) -> None:

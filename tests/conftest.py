@@ -34,6 +34,15 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 
 
 @pytest.fixture
+async def sandbox() -> AsyncIterator[DamSandbox]:
+    """The local DAM alone, for the client's and the local DAM's own tests."""
+    dam = DamSandbox()
+    await dam.start()
+    yield dam
+    await dam.stop()
+
+
+@pytest.fixture
 async def sandboxes() -> AsyncIterator[tuple[DamSandbox, SlackSandbox]]:
     """The local DAM and the local Slack, for tests that run `widen-bot serve` as a process."""
     dam, slack = DamSandbox(), SlackSandbox()

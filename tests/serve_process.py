@@ -13,20 +13,8 @@ from pathlib import Path
 import httpx
 
 from bot.sandbox import SlackSandbox
-from receiver.sandbox_run import CHANNEL, SIGNING_SECRET, free_port
+from receiver.sandbox_run import free_port, sandbox_env
 from widen.sandbox import DamSandbox
-
-
-def sandbox_env(dam: DamSandbox, slack: SlackSandbox) -> dict[str, str]:
-    """The settings that point widen-bot at the local DAM and the local Slack."""
-    return {
-        "SLACK_BOT_TOKEN": slack.token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.base_url,
-        "SLACK_CHANNEL": CHANNEL,
-        "WIDEN_API_TOKEN": dam.token,
-        "WIDEN_API_URL": dam.base_url,
-    }
 
 
 class ServeProcess:

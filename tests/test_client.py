@@ -33,14 +33,6 @@ HOOK_URL = "http://127.0.0.1:9/hook"  # never reached in these tests
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[DamSandbox]:
-    dam = DamSandbox(token=TOKEN)
-    await dam.start()
-    yield dam
-    await dam.stop()
-
-
-@pytest.fixture
 async def client(sandbox: DamSandbox) -> AsyncIterator[WidenClient]:
     async with WidenClient(sandbox.base_url, TOKEN, max_attempts=3, max_wait=0.1) as widen:
         yield widen

@@ -24,9 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver.sandbox_run import CHANNEL, free_port
+from receiver.sandbox_run import CHANNEL, free_port, sandbox_env
 from tests.conftest import SHARED_SECRET, deliver, eventually, fixture_json
-from tests.serve_process import sandbox_env
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"

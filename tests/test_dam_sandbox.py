@@ -55,14 +55,6 @@ async def receiver(unused_tcp_port: int) -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[DamSandbox]:
-    dam = DamSandbox(token=TOKEN)
-    await dam.start()
-    yield dam
-    await dam.stop()
-
-
-@pytest.fixture
 async def http(sandbox: DamSandbox) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=sandbox.base_url + "/", headers=AUTH) as raw:
         yield raw

@@ -31,9 +31,9 @@ from bot.slack_requests import post_signed, slash_command_body
 from receiver.app import INBOX, WIDEN
 from receiver.logs import REDACTED, JsonFormatter, TextFormatter, register_secret
 from receiver.routes import create_routed_configuration
-from receiver.sandbox_run import CHANNEL, running_stack
+from receiver.sandbox_run import CHANNEL, running_stack, sandbox_env
 from tests.conftest import SHARED_SECRET, deliver, eventually, fixture_json, signed
-from tests.serve_process import ServeProcess, sandbox_env
+from tests.serve_process import ServeProcess
 from widen.sandbox import DamSandbox
 
 REPO = Path(__file__).resolve().parents[1]

@@ -158,6 +158,8 @@ class _Unreadable(Exception):
 async def _read_limited(request: web.Request) -> bytes:
     """The body, within MAX_BODY (aiohttp checks Content-Length and counts as it reads) and BODY_SECONDS."""
     try:
+        if request.content.is_eof():  # all of it arrived with the headers, as small bodies do: no timer
+            return await request.read()
         async with asyncio.timeout(BODY_SECONDS):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

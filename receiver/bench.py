@@ -2,8 +2,8 @@
 
 ingest: signed, unique deliveries at full speed against `widen-bot serve` and, in the same run and
 alternating, against a bare aiohttp handler that only reads the body. The ratio is what matters on a
-shared, noisy machine. The load generator speaks minimal HTTP/1.1 over keep-alive sockets so that it,
-not the servers, is the cheap side.
+shared, noisy machine, and so is each server's CPU time per acknowledged delivery. The load generator
+speaks minimal HTTP/1.1 over keep-alive sockets so that it, not the servers, is the cheap side.
 
 burst: N uploads through the local DAM (50 requests/s, 429 over it) and the local Slack (1 message/s
 per channel, 429 over it), each delivery sent twice, against `widen-bot serve` in its own process.
@@ -114,6 +114,12 @@ async def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], timeout: fl
     raise RuntimeError(f"{base_url} did not come up")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far, all its threads together."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident set size (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -177,6 +183,7 @@ async def _load(port: int, seconds: float, connections: int, requests: list[byte
     elapsed = time.perf_counter() - started
     ordered = sorted(latencies) or [float("nan")]
     return {
+        "acknowledged": float(len(latencies)),
         "rps": len(latencies) / elapsed,
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
@@ -203,9 +210,13 @@ async def ingest(*, seconds: float = 5.0, connections: int = 32, rounds: int = 2
             for port in (bare_port, ours_port):
                 await _load(port, 0.5, connections, _deliveries(2000))
             for _ in range(rounds):
-                for name, port in (("bare", bare_port), ("ours", ours_port)):
+                for name, port, pid in (("bare", bare_port, bare.pid), ("ours", ours_port, ours.pid)):
                     requests = _deliveries(int(seconds * 12_000))
-                    results[name].append(await _load(port, seconds, connections, requests))
+                    cpu_before = cpu_seconds(pid)
+                    result = await _load(port, seconds, connections, requests)
+                    # What each acknowledged delivery cost the server: steadier than rates on a busy machine.
+                    result["cpu_us"] = (cpu_seconds(pid) - cpu_before) / max(1.0, result["acknowledged"]) * 1e6
+                    results[name].append(result)
             ours_rss = peak_rss_mb(ours.pid)
     await dam.stop()
     await slack.stop()
@@ -218,6 +229,7 @@ async def ingest(*, seconds: float = 5.0, connections: int = 32, rounds: int = 2
         figure(f"{name}_p50_ms", f"{mean(name, 'p50_ms'):.2f}")
         figure(f"{name}_p99_ms", f"{mean(name, 'p99_ms'):.2f}")
         figure(f"{name}_errors", f"{sum(r['errors'] for r in results[name]):.0f}")
+        figure(f"{name}_cpu_us_per_delivery", f"{mean(name, 'cpu_us'):.0f}")
     figure("ours_peak_rss_mb", f"{ours_rss:.0f}")
     ratio = mean("ours", "rps") / mean("bare", "rps")
     figure("ingest_ratio", f"{ratio:.2f}")

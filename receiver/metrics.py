@@ -7,6 +7,7 @@ from the store when `/metrics` is scraped, so they are right even just after a r
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, generate_latest
 
@@ -37,6 +38,7 @@ class Metrics:
             "unknown_route, bad_json, invalid, too_large)",
             ["event_type", "outcome"], registry=r,
         )
+        self._delivery_counts: dict[tuple[str, str], Any] = {}
         self.processed = Counter(
             "widen_deliveries_processed",
             "Processing attempts of stored deliveries, by outcome (posted, retry, parked)",
@@ -58,6 +60,15 @@ class Metrics:
             "widen_processing_latency_seconds", "From receipt of a delivery to its message in Slack",
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800), registry=r,
         )
+
+    def delivery(self, event_type: str, outcome: str) -> None:
+        """Count one delivery received. This runs for every delivery, at full speed: the labelled
+        children are kept (both labels come from small fixed sets) rather than looked up each time."""
+        key = (event_type, outcome)
+        child = self._delivery_counts.get(key)
+        if child is None:
+            child = self._delivery_counts[key] = self.deliveries.labels(event_type, outcome)
+        child.inc()
 
     def retried(self, target: str, reason: str) -> None:
         """Count one retry; reasons may come prefixed with their target ("slack_5xx")."""

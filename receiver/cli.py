@@ -9,7 +9,6 @@ import logging
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -18,8 +17,8 @@ from receiver.settings import Settings
 HTTP_DRAIN_SECONDS = 5.0
 
 
-def load_settings(*, for_serve: bool = False, prefix: str = "") -> Settings:
-    """Settings, or exit 2 with one line per problem naming the variable (no traceback).
+def read_settings(*, for_serve: bool = False) -> tuple[Settings | None, list[str]]:
+    """The settings (None if some value is invalid) and one line per problem, naming the variable.
 
     `for_serve` also reports what serve needs and lacks, in the same list as the invalid values, so
     one run shows every problem.
@@ -31,9 +30,17 @@ def load_settings(*, for_serve: bool = False, prefix: str = "") -> Settings:
         lines = [f"{name}: {reason}" for name, reason in invalid.items()]
         if for_serve:
             lines += [line for line in _missing_for_serve(set(invalid)) if line.split(":")[0] not in invalid]
-        _exit_with(lines, prefix)
-    if for_serve and settings.problems_for_serve():
-        _exit_with(settings.problems_for_serve(), prefix)
+        return None, lines
+    return settings, settings.problems_for_serve() if for_serve else []
+
+
+def load_settings(*, for_serve: bool = False) -> Settings:
+    """Settings, or exit 2 with one line per problem (no traceback)."""
+    settings, problems = read_settings(for_serve=for_serve)
+    if settings is None or problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        raise SystemExit(2)
     return settings
 
 
@@ -56,12 +63,6 @@ def _missing_for_serve(invalid: set[str]) -> list[str]:
         return Settings(**{k.lower(): v for k, v in defaults.items()}).problems_for_serve()
     except ValidationError:
         return []
-
-
-def _exit_with(lines: list[str], prefix: str) -> NoReturn:
-    for line in lines:
-        print(prefix + line, file=sys.stderr)
-    raise SystemExit(2)
 
 
 def serve(_: argparse.Namespace) -> int:
@@ -123,7 +124,12 @@ def check(_: argparse.Namespace) -> int:
     from receiver import logs
     from receiver.check import run_checks
 
-    settings = load_settings(prefix="FAIL  settings: ")
+    settings, problems = read_settings(for_serve=True)
+    if settings is None:  # the other checks need valid settings: name every problem, fail like they do
+        for line in problems:
+            print(f"FAIL  settings: {line}", flush=True)
+        print("check failed: settings", flush=True)
+        return 1
     # A command for people: text logs, still through the scrubbing formatter.
     logs.configure(settings.log_level, "text")
     return asyncio.run(run_checks(settings))

@@ -258,10 +258,15 @@ async def test_check_names_the_dam_when_it_is_down(sandboxes, tmp_path: Path):
 
 async def test_check_names_an_invalid_setting_without_a_traceback(sandboxes, tmp_path: Path):
     dam, slack = sandboxes
-    status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path, WIDEN_API_URL="not a url"),
-                                cwd=tmp_path)
-    assert status == 2
-    assert out.startswith("FAIL  settings: WIDEN_API_URL:")
+    env = serve_env(dam, slack, tmp_path, WIDEN_API_URL="not a url")
+    del env["SLACK_CHANNEL"]
+    status, out = await run_cli("check", env=env, cwd=tmp_path)
+    # Exits as any failed check does, naming every problem at once: the invalid value and the missing one.
+    assert status == 1
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("FAIL  settings: WIDEN_API_URL:")
+    assert any(line.startswith("FAIL  settings: SLACK_CHANNEL") for line in lines), out
+    assert lines[-1] == "check failed: settings"
     assert "Traceback" not in out
 
 

@@ -7,6 +7,7 @@ generators below, so start-up and shutdown read top to bottom in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from receiver.inbox import Inbox, NewDelivery
 from receiver.logs import register_secret
 from receiver.metrics import CONTENT_TYPE_LATEST, Metrics
 from receiver.readiness import Readiness
+from receiver.retention import keep_forgetting
 from receiver.settings import Settings
 from receiver.worker import Worker
 from widen.client import WidenClient
@@ -60,6 +62,7 @@ def build_app(settings: Settings, *, slack_channel_rate: float = 1.0) -> web.App
     app.cleanup_ctx.append(_open_inbox)
     app.cleanup_ctx.append(_open_clients(slack_channel_rate))
     app.cleanup_ctx.append(_run_worker)
+    app.cleanup_ctx.append(_forget_old_posts)
 
     app.router.add_post("/webhooks/widen", receive_delivery)
     app.router.add_post("/webhooks/widen/{token}", receive_delivery)
@@ -129,6 +132,14 @@ async def _run_worker(app: web.Application) -> AsyncIterator[None]:
     await worker.start()
     yield
     await worker.stop(app[SETTINGS].shutdown_timeout)
+
+
+async def _forget_old_posts(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(keep_forgetting(app[INBOX], app[SETTINGS].retention_days))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _ping_hook(app: web.Application) -> Any:

@@ -392,6 +392,15 @@ class Inbox:
             self.new_work.set()
         return count
 
+    async def forget_posted(self, before: float, limit: int = 500) -> int:
+        """Delete up to `limit` posted deliveries last attempted before `before` (a Unix time). Posted
+        rows keep that time in `next_attempt_at`, whose index finds them without a scan."""
+        return await self._write(
+            "DELETE FROM deliveries WHERE row_id IN (SELECT row_id FROM deliveries "
+            "WHERE state='posted' AND next_attempt_at<? ORDER BY next_attempt_at LIMIT ?)",
+            (before, limit),
+        )
+
     # ---- reading --------------------------------------------------------------------------------
 
     async def stats(self) -> InboxStats:

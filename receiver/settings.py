@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Digests: more than DIGEST_THRESHOLD asset events within DIGEST_WINDOW_SECONDS become one digest.
     digest_threshold: int = Field(default=10, ge=1)
     digest_window_seconds: float = Field(default=10.0, ge=0)
+    # Posted deliveries are kept this long (they answer a redelivery as a duplicate), then deleted; parked
+    # and unposted ones are kept whatever their age.
+    retention_days: float = Field(default=30.0, gt=0)
     # Requests per second the bot allows itself against the DAM (its limit is 50 per account).
     widen_rate_limit: float = Field(default=48.0, gt=0, le=1000)
     # Seconds /readyz keeps a result before checking again.

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
             raise ValueError("must be sqlite:///relative/path or sqlite:////absolute/path")
         return value
 
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "widen_api_token",
+                     "widen_webhook_secret", mode="before")
+    @classmethod
+    def _strip_secret(cls, value: object) -> object:
+        # A secret mounted from a file often ends in a newline; no token or secret has whitespace round it.
+        return value.strip() if isinstance(value, str) else value
+
     @field_validator("slack_bot_token")
     @classmethod
     def _bot_token_shape(cls, value: SecretStr | None) -> SecretStr | None:

@@ -7,7 +7,8 @@ import gc
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -479,3 +480,122 @@ async def test_client_stays_under_its_rate_limit(sandbox: DamSandbox) -> None:
     times = [r.at for r in sandbox.requests]
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
     assert busiest <= 40 + 2
+
+
+# ---- a DAM that misbehaves ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def odd_dam(port: int, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """A server answering every request with `handler`; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/v2"
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_token_never_goes_to_a_proxy_as_its_credentials(unused_tcp_port: int, monkeypatch) -> None:
+    # An egress proxy (here a plain one, logging what it is sent) must never be handed the DAM's token
+    # as Proxy-Authorization.
+    seen: list[dict[str, str]] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"items": [], "total_count": 0})
+
+    async with odd_dam(unused_tcp_port, proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url.removesuffix("/v2"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with WidenClient("http://dam.invalid/v2", "proxy-secret-token") as widen:
+            await widen.check()
+    assert len(seen) == 1
+    assert not any("proxy-secret-token" in value for key, value in seen[0].items() if key.lower().startswith("proxy"))
+
+
+async def test_a_token_echoed_across_the_cut_is_still_scrubbed(unused_tcp_port: int) -> None:
+    token = "t0ken-" + "x" * 40
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"error_message": "y" * 180 + " " + request.headers["Authorization"]}, status=400)
+
+    async with odd_dam(unused_tcp_port, echo) as base, WidenClient(base, token) as widen:
+        with pytest.raises(BadRequest) as caught:
+            await widen.get_webhook("x")
+    assert "t0ken-xxxx" not in str(caught.value) and "xxxxxxxxxx" not in str(caught.value)
+
+
+async def test_creating_a_configuration_is_not_retried_once_the_dam_may_have_done_it(unused_tcp_port: int) -> None:
+    posts: list[str] = []
+
+    async def commits_then_fails(request: web.Request) -> web.Response:
+        posts.append(await request.text())
+        return web.json_response({"error": "upstream timeout"}, status=503)
+
+    async with odd_dam(unused_tcp_port, commits_then_fails) as base, \
+            WidenClient(base, TOKEN, max_wait=0.05) as widen:
+        with pytest.raises(Unavailable):
+            await widen.create_webhook("asset_created", HOOK_URL)
+        assert len(posts) == 1  # a retry could have made a second configuration
+        with pytest.raises(Unavailable):
+            await widen.get_webhook("x")  # reading is retried as before
+    assert len(posts) == 1 + 5
+
+
+async def test_creating_a_configuration_is_retried_after_a_429(sandbox: DamSandbox) -> None:
+    sandbox.fail_next(1, 429, "/webhooks/configurations", reset_after=0.1)
+    async with WidenClient(sandbox.base_url, TOKEN) as widen:
+        created = await widen.create_webhook("asset_created", HOOK_URL)
+    assert [c.id for c in sandbox.configurations.values()] == [created]
+
+
+async def test_a_429_whose_reset_time_has_passed_still_waits_a_window(unused_tcp_port: int) -> None:
+    # The DAM's clock may be behind ours: its reset time then looks past, which must not mean "no wait".
+    answers: list[float] = []
+
+    async def limited_once(request: web.Request) -> web.Response:
+        answers.append(time.monotonic())
+        if len(answers) == 1:
+            return web.json_response({}, status=429, headers={"X-Ratelimit-Reset": "2000-01-01T00:00:00Z"})
+        return web.json_response({"items": [], "total_count": 0})
+
+    async with odd_dam(unused_tcp_port, limited_once) as base, WidenClient(base, TOKEN) as widen:
+        await widen.check()
+    assert len(answers) == 2 and answers[1] - answers[0] >= 0.9
+
+
+async def test_odd_error_bodies_and_ids_are_typed_errors(unused_tcp_port: int) -> None:
+    async def deep(request: web.Request) -> web.Response:
+        return web.Response(body=b"[" * 100_000 + b"]" * 100_000, status=503, content_type="application/json")
+
+    async with odd_dam(unused_tcp_port, deep) as base, WidenClient(base, TOKEN, max_wait=0.01) as widen:
+        with pytest.raises(Unavailable):  # retried as any 503, then reported
+            await widen.get_webhook("x")
+        with pytest.raises(NotFound):  # a lone surrogate (a JSON escape no real id has)
+            await widen.get_asset("\ud83d")
+
+
+async def test_a_runaway_answer_is_refused_not_read_into_memory(unused_tcp_port: int) -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(200):  # 12.5 MiB, no Content-Length
+            await response.write(b" " * 65536)
+        return response
+
+    async with odd_dam(unused_tcp_port, endless) as base, WidenClient(base, TOKEN) as widen:
+        with pytest.raises(WidenError, match="over"):
+            await widen.get_asset("a")
+
+
+async def test_long_header_lines_from_a_cdn_are_fine(unused_tcp_port: int) -> None:
+    async def big_cookie(request: web.Request) -> web.Response:
+        return web.json_response({"items": [], "total_count": 0}, headers={"Set-Cookie": "c=" + "x" * 9000})
+
+    async with odd_dam(unused_tcp_port, big_cookie) as base, WidenClient(base, TOKEN) as widen:
+        await widen.check()

@@ -98,6 +98,15 @@ def test_database_url_paths_relative_and_absolute():
             Settings.model_validate({"database_url": wrong})
 
 
+def test_secrets_mounted_from_files_lose_their_trailing_newline():
+    settings = Settings.model_validate({"slack_bot_token": "xoxb-1-2-abc\n", "widen_api_token": " acme/0123\r\n",
+                                        "widen_webhook_secret": "shared\n", "slack_signing_secret": "0123\n"})
+    assert settings.slack_bot_token is not None and settings.slack_bot_token.get_secret_value() == "xoxb-1-2-abc"
+    assert settings.widen_api_token is not None and settings.widen_api_token.get_secret_value() == "acme/0123"
+    assert settings.widen_webhook_secret is not None and settings.widen_webhook_secret.get_secret_value() == "shared"
+    assert settings.slack_signing_secret is not None and settings.slack_signing_secret.get_secret_value() == "0123"
+
+
 def test_empty_secrets_count_as_unset():
     settings = Settings.model_validate({"widen_webhook_secret": "", "slack_app_token": "", "widen_api_token": ""})
     assert settings.widen_webhook_secret is None and settings.slack_app_token is None

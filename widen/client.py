@@ -21,13 +21,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, quote_plus, urlencode
 from urllib.request import getproxies
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from pydantic import BaseModel, SecretStr, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 from yarl import URL
 
@@ -36,6 +36,7 @@ from widen.models import Asset, CreatedWebhook, WebhookConfiguration
 
 ASSET_EXPAND = "asset_properties,embeds,file_properties,metadata,security,status,thumbnails"
 MAX_PAGE = 10  # the API refuses a larger `limit` for webhook configurations
+MAX_ANSWER = 8 * 1024 * 1024  # bytes of an answer's body, decoded
 _RATE_WINDOW = 1.0  # seconds; the fallback wait for a 429 without a hint
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,7 +65,12 @@ class BadRequest(WidenError):
 
 
 class Unavailable(WidenError):
-    """5xx, network error or timeout, still failing after the retries."""
+    """5xx, network error or timeout, still failing after the retries. `sent` is False when no connection
+    was made, so the DAM surely did nothing."""
+
+    def __init__(self, message: str, *, status: int | None = None, sent: bool = True) -> None:
+        super().__init__(message, status=status)
+        self.sent = sent
 
 
 class RateLimited(WidenError):
@@ -100,12 +106,15 @@ class _Response:
                 charset = value.strip(' "')
         try:
             return self.body.decode(charset, errors="replace")
-        except LookupError:
+        except (LookupError, UnicodeError):  # an unknown charset, or one that is no text encoding (idna)
             return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
         """The body as JSON; ValueError if it is not (json.loads finds UTF-8/16/32 itself)."""
-        return jsonlib.loads(self.body)
+        try:
+            return jsonlib.loads(self.body)
+        except RecursionError:  # nested deeper than any answer of the DAM
+            raise ValueError("JSON nested too deeply") from None
 
 
 def _outcome(exc: BaseException) -> str:
@@ -134,7 +143,24 @@ def _segment(value: str) -> str:
     # "." and ".." would be resolved away by URL normalisation; no real id looks like that.
     if value in ("", ".", ".."):
         raise NotFound(f"no such id: {value!r}", status=None)
-    return quote(value, safe="")
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError:  # a lone surrogate (a JSON escape no real id has): no such id either
+        raise NotFound(f"no such id: {value!r}", status=None) from None
+
+
+async def _read_capped(answer: aiohttp.ClientResponse) -> bytes:
+    """The body, decoded, refused past MAX_ANSWER: an answer of the DAM is kilobytes, and a runaway one
+    must not take the process's memory."""
+    if (answer.content_length or 0) > MAX_ANSWER:
+        raise WidenError(f"answer of {answer.content_length} bytes, over {MAX_ANSWER}", status=answer.status)
+    chunks, size = [], 0
+    async for chunk in answer.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise WidenError(f"answer over {MAX_ANSWER} bytes", status=answer.status)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _hint_seconds(response: _Response) -> float | None:
@@ -158,16 +184,17 @@ def _hint_seconds(response: _Response) -> float | None:
     return None
 
 
-def _body_message(response: _Response) -> str:
-    """The DAM's own words about an error, if it gave any."""
+def _body_message(response: _Response, scrub: Callable[[str], str]) -> str:
+    """The DAM's own words about an error, if it gave any; scrubbed before it is cut to one line, so that
+    a token it echoes cannot survive half cut."""
     try:
         data = response.json()
     except ValueError:
-        return _one_line(response.text)
+        return _one_line(scrub(response.text))
     if isinstance(data, dict):
         for key in ("error_message", "message", "error", "detail", "description"):
             if isinstance(data.get(key), str):
-                return _one_line(str(data[key]))
+                return _one_line(scrub(str(data[key])))
     return ""
 
 
@@ -234,7 +261,9 @@ class WidenClient:
         if self._closed:
             raise RuntimeError("the WidenClient is closed")
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            # Headers per request, none here: a session's own headers also go to a proxy (the token as
+            # Proxy-Authorization, in the clear). Header lines up to 16 KiB, as a CDN's cookies may need.
+            self._http = aiohttp.ClientSession(timeout=self._timeout, max_line_size=16384, max_field_size=16384)
         return self._http
 
     async def __aenter__(self) -> Self:
@@ -303,7 +332,7 @@ class WidenClient:
             if secret_key is not None:
                 secret = secret_key.get_secret_value() if isinstance(secret_key, SecretStr) else secret_key
                 body["secret_key"] = secret
-            response = await self._request("POST", "/webhooks/configurations", json=body)
+            response = await self._request("POST", "/webhooks/configurations", json=body, idempotent=False)
             return self._parse(CreatedWebhook, response).id
 
     async def get_webhook(self, webhook_id: str) -> WebhookConfiguration:
@@ -348,11 +377,17 @@ class WidenClient:
             self._on_call(name, outcome)
 
     async def _request(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
+        idempotent: bool = True,
     ) -> _Response:
+        # A request that must not happen twice (creating a configuration) is retried only when the DAM
+        # surely did nothing: a 429, or no connection made. After a timeout or a 5xx it may have.
+        retry_on = (retry_if_exception_type((RateLimited, Unavailable)) if idempotent
+                    else retry_if_exception(lambda exc: isinstance(exc, RateLimited) or
+                                            (isinstance(exc, Unavailable) and not exc.sent)))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_attempts),
-            retry=retry_if_exception_type((RateLimited, Unavailable)),
+            retry=retry_on,
             wait=self._wait,
             before_sleep=self._before_sleep,
             reraise=True,
@@ -367,11 +402,11 @@ class WidenClient:
     ) -> _Response:
         await self.limiter.acquire()
         url = self._base + path + ("?" + urlencode(params) if params else "")
-        headers: dict[str, str] | None = None
+        headers = self._headers
         data: bytes | None = None
         if json is not None:  # encoded as httpx did: compact, UTF-8, no NaN
             data = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-            headers = {"Content-Type": "application/json"}
+            headers = {**headers, "Content-Type": "application/json"}
         session = self._session()
         try:
             async with session.request(
@@ -379,10 +414,12 @@ class WidenClient:
                 allow_redirects=False,  # a redirect is answered as an error, as httpx did
                 proxy=self._proxy, proxy_auth=self._proxy_auth,
             ) as answer:
-                body = await answer.read()  # whole, inside the timeout; the connection goes back to the pool
+                body = await _read_capped(answer)  # whole, inside the timeout: the connection goes back
                 response = _Response(answer.status, answer.reason or "", answer.headers, body)
         except TimeoutError as exc:  # the total timeout, and aiohttp's own (they subclass it)
             raise Unavailable(f"{method} {path}: timed out ({type(exc).__name__})") from exc
+        except aiohttp.ClientConnectorError as exc:  # no connection made: the DAM saw nothing
+            raise Unavailable(self._scrub(f"{method} {path}: {type(exc).__name__}: {exc}"), sent=False) from exc
         # ValueError: aiohttp refuses a header (a token with a line break); httpx said LocalProtocolError.
         except (aiohttp.ClientError, ValueError) as exc:
             raise Unavailable(self._scrub(f"{method} {path}: {type(exc).__name__}: {exc}")) from exc
@@ -394,13 +431,14 @@ class WidenClient:
 
     def _error(self, method: str, path: str, response: _Response) -> WidenError:
         status = response.status
-        detail = _body_message(response)
+        detail = _body_message(response, self._scrub)
         message = self._scrub(
             f"{method} {path}: {status} {response.reason}" + (f": {detail}" if detail else "")
         )
         if status == 429:
             hint = _hint_seconds(response)
-            wait = min(self._max_wait, _RATE_WINDOW if hint is None else hint)
+            # No hint, or a reset time already past (the DAM's clock may be behind ours): a window's wait.
+            wait = min(self._max_wait, hint if hint is not None and hint > 0 else _RATE_WINDOW)
             self.limiter.pause(wait)  # everyone sharing this client waits, not only this caller
             return RateLimited(message, retry_after=wait, status=status)
         if status >= 500:
@@ -423,7 +461,11 @@ class WidenClient:
 
     def _scrub(self, text: str) -> str:
         secret = self._token.get_secret_value()
-        return text.replace(secret, "***") if secret else text
+        if not secret:
+            return text
+        for form in (secret, quote(secret, safe=""), quote_plus(secret)):  # as sent, and as echoed in a URL
+            text = text.replace(form, "***")
+        return text
 
     def _json(self, response: _Response) -> dict[str, Any]:
         try:

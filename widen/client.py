@@ -419,15 +419,18 @@ class WidenClient:
         except TimeoutError as exc:  # the total timeout, and aiohttp's own (they subclass it)
             raise Unavailable(f"{method} {path}: timed out ({type(exc).__name__})") from exc
         except aiohttp.ClientConnectorError as exc:  # no connection made: the DAM saw nothing
-            raise Unavailable(self._scrub(f"{method} {path}: {type(exc).__name__}: {exc}"), sent=False) from exc
+            raise Unavailable(self._network_error(method, path, exc), sent=False) from exc
         # ValueError: aiohttp refuses a header (a token with a line break); httpx said LocalProtocolError.
         except (aiohttp.ClientError, ValueError) as exc:
-            raise Unavailable(self._scrub(f"{method} {path}: {type(exc).__name__}: {exc}")) from exc
+            raise Unavailable(self._network_error(method, path, exc)) from exc
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug('HTTP Request: %s %s "%d %s"', method, url, response.status, response.reason)
         if response.is_success:
             return response
         raise self._error(method, path, response)
+
+    def _network_error(self, method: str, path: str, exc: Exception) -> str:
+        return _one_line(self._scrub(f"{method} {path}: {type(exc).__name__}: {exc}"))
 
     def _error(self, method: str, path: str, response: _Response) -> WidenError:
         status = response.status

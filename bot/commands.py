@@ -187,7 +187,7 @@ class Commands:
             await self.reply(caller, cards.problem(str(exc)))
         except WidenError as exc:
             log.info("/widen %s: the DAM answered %s", name, exc.status)
-            await self.reply(caller, cards.problem(dam_problem(exc, args)))
+            await self.reply(caller, cards.problem(dam_problem(exc, args, creating=name == "create")))
         except Exception:
             log.exception("/widen %s failed", name)
             await self.reply(caller, cards.problem("Something went wrong on widen-bot's side; the details "
@@ -384,8 +384,13 @@ class Commands:
         await self.reply(caller, cards.notice(f"Put {done} back in the queue.", ":recycle:"))
         await self.audit(caller, f"put {done} back in the queue")
 
-def dam_problem(exc: WidenError, args: list[str]) -> str:
+def dam_problem(exc: WidenError, args: list[str], *, creating: bool = False) -> str:
     """A DAM failure as one plain sentence (safe mrkdwn); never a traceback."""
+    if creating and isinstance(exc, Unavailable) and exc.sent:
+        # Not retried, as a retry could make a second one: the admin looks, then decides.
+        status = f" ({exc.status})" if exc.status else ""
+        return (f"The DAM did not confirm the new configuration{status}; it may have made it anyway. "
+                f"Check {cards.command('list')} before creating it again.")
     subject = cards.code(args[0][:80]) if args else "that"
     if isinstance(exc, NotFound):
         return f"Not found: the DAM has no webhook configuration {subject}."

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from receiver.inbox import PENDING, Inbox
 from receiver.logs import register_secret
-from widen.client import WidenClient
+from widen.client import Unavailable, WidenClient
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ async def create_routed_configuration(
     await inbox.add_route(token, pending_id, secret_key, created_by)
     try:
         configuration_id = await widen.create_webhook(event_type, url, secret_key=secret_key)
+    except Unavailable as exc:
+        if not exc.sent:
+            await inbox.forget_route(pending_id)
+        # Otherwise the DAM may have made the configuration: its deliveries must still be taken.
+        raise
     except BaseException:
         await inbox.forget_route(pending_id)
         raise

@@ -187,6 +187,15 @@ async def test_create_with_a_pasted_url(bot: tuple[Stack, httpx.AsyncClient]):
     assert "not an http(s) URL" in reply and len(stack.dam.configurations) == 2
 
 
+async def test_create_the_dam_did_not_confirm_is_not_sent_twice_and_says_to_look(bot: tuple[Stack, httpx.AsyncClient]):
+    stack, http = bot
+    stack.dam.fail_next(1, 503, "/webhooks/configurations")
+    reply = shown(await run(stack, http, "create asset_created"))
+    assert "may have made it" in reply and "/widen list" in reply
+    posts = [c for c in stack.dam.calls if c[0] == "POST"]
+    assert len(posts) == 1  # a retry could have made a second configuration
+
+
 async def test_create_without_public_base_url_says_what_to_set(tmp_path: Path):
     async with serving(tmp_path, public_base_url=None) as (stack, http):
         reply = shown(await run(stack, http, "create asset_created"))

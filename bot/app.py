@@ -22,6 +22,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -104,6 +105,17 @@ async def _connect(handler: AsyncSocketModeHandler) -> None:
     slack_sdk's client retries a failed connect by itself (logging why) and reconnects when dropped."""
     await handler.connect_async()
     log.info("connected to Slack over Socket Mode")
+
+
+class _SameTokenNotice(logging.Filter):
+    """Bolt warns that its `token` goes unused whenever SLACK_BOT_TOKEN is in the environment and a client
+    is given, though that client was made with the very same token: nothing for an operator to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+logging.getLogger("slack_bolt.AsyncApp").addFilter(_SameTokenNotice())
 
 
 def build_bolt(

@@ -15,7 +15,7 @@ import math
 import re
 import secrets
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -611,3 +611,24 @@ def render(message: dict[str, Any]) -> str:
     if isinstance(metadata, dict):
         lines.append(f"  (metadata: {metadata.get('event_type')})")
     return "\n".join(lines)
+
+
+# ---- reading the channel -----------------------------------------------------------------------------
+
+
+def announcements(messages: list[dict[str, Any]]) -> list[str]:
+    """One text per announcement: a card, or a digest together with its thread replies."""
+    units: dict[str, list[str]] = defaultdict(list)
+    for message in messages:
+        units[message.get("thread_ts") or message["ts"]].append(json.dumps(message.get("blocks") or []))
+    return ["\n".join(texts) for texts in units.values()]
+
+
+def count_announced(messages: list[dict[str, Any]], keys: dict[str, str]) -> dict[str, int]:
+    """How many announcements name each asset (by the asset's id or its external id)."""
+    counts = dict.fromkeys(keys, 0)
+    for text in announcements(messages):
+        for asset_id, external_id in keys.items():
+            if asset_id in text or f"/{external_id}/" in text:
+                counts[asset_id] += 1
+    return counts

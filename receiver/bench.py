@@ -24,11 +24,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from bot.sandbox import SlackSandbox
+from bot.sandbox import SlackSandbox, count_announced
 from receiver.sandbox_run import CHANNEL, free_port, sandbox_env
 from receiver.signing import sign
 from widen.sandbox import DamSandbox
@@ -242,24 +241,6 @@ async def ingest(*, seconds: float = 5.0, connections: int = 32, rounds: int = 2
 
 
 # ---- burst -----------------------------------------------------------------------------------------
-
-
-def announcements(messages: list[dict[str, Any]]) -> list[str]:
-    """One text per announcement: a card, or a digest together with its thread replies."""
-    units: dict[str, list[str]] = defaultdict(list)
-    for message in messages:
-        units[message.get("thread_ts") or message["ts"]].append(json.dumps(message.get("blocks") or []))
-    return ["\n".join(texts) for texts in units.values()]
-
-
-def count_announced(messages: list[dict[str, Any]], keys: dict[str, str]) -> dict[str, int]:
-    """How many announcements name each asset (by the asset's id or its external id)."""
-    counts = dict.fromkeys(keys, 0)
-    for text in announcements(messages):
-        for asset_id, external_id in keys.items():
-            if asset_id in text or f"/{external_id}/" in text:
-                counts[asset_id] += 1
-    return counts
 
 
 async def burst(*, events: int = 1000) -> int:

@@ -35,6 +35,8 @@ def check_settings(settings: Settings) -> bool:
         _fail("settings", line)
     if not problems:
         _ok("settings")
+        if settings.public_base_url is None:
+            print("note  settings: PUBLIC_BASE_URL is not set: /widen create then needs a delivery URL", flush=True)
     return not problems
 
 
@@ -53,10 +55,14 @@ def check_store(settings: Settings) -> bool:
     return ok
 
 
-async def check_slack(settings: Settings) -> bool:
+# Each check answers True (ok), False (failed) or None (skipped: its setting is missing, which the
+# settings check already reports as the failure).
+
+
+async def check_slack(settings: Settings) -> bool | None:
     if settings.slack_bot_token is None:
         _skip("slack", "SLACK_BOT_TOKEN is not set")
-        return False
+        return None
     slack = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=str(settings.slack_api_url),
                            timeout=TIMEOUT, retry_handlers=[])
     try:
@@ -73,10 +79,10 @@ async def check_slack(settings: Settings) -> bool:
     return True
 
 
-async def check_dam(settings: Settings) -> bool:
+async def check_dam(settings: Settings) -> bool | None:
     if settings.widen_api_token is None:
         _skip("dam", "WIDEN_API_TOKEN is not set")
-        return False
+        return None
     async with WidenClient(str(settings.widen_api_url), settings.widen_api_token, timeout=TIMEOUT,
                            max_attempts=2, max_wait=2) as widen:
         try:
@@ -98,7 +104,7 @@ async def run_checks(settings: Settings) -> int:
         "slack": await check_slack(settings),
         "dam": await check_dam(settings),
     }
-    failed = [name for name, ok in results.items() if not ok]
+    failed = [name for name, ok in results.items() if ok is False]
     if failed:
         print(f"check failed: {', '.join(failed)}", flush=True)
         return 1

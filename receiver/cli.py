@@ -152,22 +152,30 @@ def _use_uvloop() -> None:
     uvloop.install()
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="widen-bot", description="Acquia DAM webhooks to Slack.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the server").set_defaults(run=serve)
     sb = commands.add_parser("sandbox", help="the whole flow with a local DAM and a local Slack")
     sb.add_argument("--once", action="store_true", help="exit 0 when the flow is done")
-    sb.add_argument("--uploads", type=int, default=6, help="sample assets to upload (default 6: one of each sample)")
+    sb.add_argument("--uploads", type=_count, default=6,
+                    help="sample assets to upload (default 6: one of each sample; over 10 make a digest)")
     sb.set_defaults(run=sandbox)
     commands.add_parser("check", help="validate settings, reach Slack and the DAM").set_defaults(run=check)
     bp = commands.add_parser("bench", help="benchmarks (print key=value figures)")
     which = bp.add_subparsers(dest="which", required=True)
     ingest = which.add_parser("ingest", help="acknowledged deliveries/s against a bare aiohttp handler")
-    ingest.add_argument("--seconds", type=float, default=5.0)
-    ingest.add_argument("--connections", type=int, default=32)
+    ingest.add_argument("--seconds", type=float, default=5.0, help="per round; two rounds each (default 5)")
+    ingest.add_argument("--connections", type=_count, default=32, help="keep-alive connections (default 32)")
     burst = which.add_parser("burst", help="N uploads through the local DAM and Slack, each delivered twice")
-    burst.add_argument("--events", type=int, default=1000)
+    burst.add_argument("--events", type=_count, default=1000, help="uploads (default 1000)")
     bp.set_defaults(run=bench)
     args = parser.parse_args(argv)
     try:

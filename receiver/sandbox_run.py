@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from bot.sandbox import SlackSandbox
+from bot.sandbox import SlackSandbox, count_announced
 from bot.slack_requests import post_signed, slash_command_body
 from receiver.app import INBOX, build_app
 from receiver.settings import Settings
@@ -125,6 +125,18 @@ async def wait_until_posted(stack: Stack, count: int, timeout: float) -> bool:
     return False
 
 
+async def wait_until_announced(stack: Stack, asset_ids: list[str], timeout: float) -> list[str]:
+    """Waits until every asset is in the channel, on its own or in a digest; answers those that are not."""
+    keys = {a: str(stack.dam.assets[a]["external_id"]) for a in asset_ids}
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = count_announced(stack.slack.messages_in(CHANNEL), keys)
+        missing = [a for a, n in counts.items() if n == 0]
+        if not missing or time.monotonic() > deadline:
+            return missing
+        await asyncio.sleep(0.1)
+
+
 def say(text: str) -> None:
     print(f"\n▶ {text}", flush=True)
 
@@ -196,14 +208,15 @@ async def run_sandbox(*, once: bool, uploads: int) -> int:
             # In the channel: the audit line of the create, and the ping.
             ok = ok and await wait_until_posted(stack, 2, timeout=30)
             say(f"uploading {uploads} sample assets to the local DAM")
-            for _ in range(uploads):
-                await stack.dam.upload()
-            ok = ok and await wait_until_posted(stack, 2 + uploads, timeout=60)
-            posted = len(stack.slack.messages_in(CHANNEL))
-            if not ok:
-                say(f"only {posted} of {2 + uploads} messages reached the local Slack in time")
+            uploaded = [await stack.dam.upload() for _ in range(uploads)]
+            missing = await wait_until_announced(stack, uploaded, timeout=60)
+            if not ok or missing:
+                say(f"{len(missing)} of {uploads} uploads were not announced in the local Slack in time"
+                    if missing else "the ping or the audit line did not reach the local Slack in time")
                 return 1
-            say(f"done: {posted} messages in #{CHANNEL}")
+            posted = len(stack.slack.messages_in(CHANNEL))
+            say(f"done: {uploads} uploads announced, {posted} messages in #{CHANNEL} (more than 10 uploads at "
+                "once become a digest with its thread)")
             if once:
                 return 0
             say(f"the sandbox keeps running; type /widen commands (e.g. /widen list) to send them as "

@@ -11,7 +11,7 @@ import httpx
 from slack_sdk.models.blocks import Block
 
 from bot.digest import IN_DIGEST, digest_messages
-from receiver.bench import announcements
+from bot.sandbox import announcements
 from receiver.sandbox_run import CHANNEL, Stack, running_stack
 from tests.conftest import SHARED_SECRET, deliver, eventually, fixture_json
 from widen.models import Asset, WebhookEvent

@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.sandbox import SlackSandbox
-from receiver.bench import count_announced
+from bot.sandbox import SlackSandbox, count_announced
 from receiver.sandbox_run import CHANNEL
 from tests.conftest import SHARED_SECRET, eventually
 from tests.serve_process import ServeProcess

@@ -10,8 +10,8 @@ import uuid
 
 import httpx
 
+from bot.sandbox import count_announced
 from receiver.app import INBOX
-from receiver.bench import count_announced
 from receiver.sandbox_run import CHANNEL, Stack
 from tests.conftest import SHARED_SECRET, eventually, fixture_json, signed
 

@@ -226,13 +226,31 @@ def serve_env(dam: DamSandbox, slack: SlackSandbox, tmp_path: Path, **extra: str
 
 async def test_check_passes_with_one_line_per_check(sandboxes, tmp_path: Path):
     dam, slack = sandboxes
-    status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)
+    env = serve_env(dam, slack, tmp_path, PUBLIC_BASE_URL="https://widen-bot.example.com")
+    status, out = await run_cli("check", env=env, cwd=tmp_path)
     assert status == 0, out
     lines = out.strip().splitlines()
     assert [line.split(":")[0].split()[-1] for line in lines[:-1]] == ["settings", "store", "slack", "dam"]
     assert all(line.startswith("ok ") for line in lines[:-1]), out
     assert lines[-1] == "all checks passed"
     assert not (tmp_path / "data" / "bot.db").exists()  # a check creates nothing
+
+
+async def test_check_notes_a_missing_public_base_url_without_failing(sandboxes, tmp_path: Path):
+    dam, slack = sandboxes
+    status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)
+    assert status == 0, out
+    assert "note  settings: PUBLIC_BASE_URL is not set" in out and out.strip().endswith("all checks passed")
+
+
+async def test_check_counts_a_missing_token_once_as_a_settings_failure(sandboxes, tmp_path: Path):
+    dam, slack = sandboxes
+    env = serve_env(dam, slack, tmp_path)
+    del env["WIDEN_API_TOKEN"]
+    status, out = await run_cli("check", env=env, cwd=tmp_path)
+    assert status == 1
+    assert "skip  dam: WIDEN_API_TOKEN is not set" in out
+    assert out.strip().splitlines()[-1] == "check failed: settings"
 
 
 async def test_check_names_slack_when_it_refuses_the_token(sandboxes, tmp_path: Path):

@@ -554,7 +554,7 @@ async def test_creating_a_configuration_is_retried_after_a_429(sandbox: DamSandb
     assert [c.id for c in sandbox.configurations.values()] == [created]
 
 
-async def test_a_429_whose_reset_time_has_passed_still_waits_a_window(unused_tcp_port: int) -> None:
+async def test_a_429_whose_reset_time_has_passed_still_waits_a_little(unused_tcp_port: int) -> None:
     # The DAM's clock may be behind ours: its reset time then looks past, which must not mean "no wait".
     answers: list[float] = []
 
@@ -566,7 +566,7 @@ async def test_a_429_whose_reset_time_has_passed_still_waits_a_window(unused_tcp
 
     async with odd_dam(unused_tcp_port, limited_once) as base, WidenClient(base, TOKEN) as widen:
         await widen.check()
-    assert len(answers) == 2 and answers[1] - answers[0] >= 0.9
+    assert len(answers) == 2 and 0.09 <= answers[1] - answers[0] < 0.9
 
 
 async def test_odd_error_bodies_and_ids_are_typed_errors(unused_tcp_port: int) -> None:

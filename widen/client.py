@@ -38,6 +38,9 @@ ASSET_EXPAND = "asset_properties,embeds,file_properties,metadata,security,status
 MAX_PAGE = 10  # the API refuses a larger `limit` for webhook configurations
 MAX_ANSWER = 8 * 1024 * 1024  # bytes of an answer's body, decoded
 _RATE_WINDOW = 1.0  # seconds; the fallback wait for a 429 without a hint
+# Seconds, for a 429 whose reset time is already past: not nothing (every retry would be spent at once),
+# not a whole window either (a reset a few ms past only means the answer took that long to arrive).
+_PAST_RESET_WAIT = 0.1
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -440,8 +443,12 @@ class WidenClient:
         )
         if status == 429:
             hint = _hint_seconds(response)
-            # No hint, or a reset time already past (the DAM's clock may be behind ours): a window's wait.
-            wait = min(self._max_wait, hint if hint is not None and hint > 0 else _RATE_WINDOW)
+            if hint is None:
+                wait = _RATE_WINDOW
+            elif hint <= 0:  # a reset already past: the answer took a while, or the DAM's clock is behind ours
+                wait = _PAST_RESET_WAIT
+            else:
+                wait = min(self._max_wait, hint)
             self.limiter.pause(wait)  # everyone sharing this client waits, not only this caller
             return RateLimited(message, retry_after=wait, status=status)
         if status >= 500:

@@ -352,11 +352,12 @@ class Inbox:
         await self._write_many("UPDATE deliveries SET state='posting' WHERE row_id=?", [(i,) for i in row_ids])
 
     async def finish(self, row_ids: Iterable[int], *, channel: str | None, ts: str | None) -> None:
-        ids = list(row_ids)
+        # A posted row keeps its posting time in next_attempt_at too: its index finds the old ones to forget.
+        now = time.time()
         await self._write_many(
-            "UPDATE deliveries SET state='posted', channel=?, message_ts=?, finished_at=?, last_error=NULL "
-            "WHERE row_id=?",
-            [(channel, ts, time.time(), i) for i in ids],
+            "UPDATE deliveries SET state='posted', channel=?, message_ts=?, finished_at=?, next_attempt_at=?, "
+            "last_error=NULL WHERE row_id=?",
+            [(channel, ts, now, now, i) for i in row_ids],
         )
 
     async def retry_later(self, row_id: int, error: str, delay: float) -> None:
@@ -393,8 +394,8 @@ class Inbox:
         return count
 
     async def forget_posted(self, before: float, limit: int = 500) -> int:
-        """Delete up to `limit` posted deliveries last attempted before `before` (a Unix time). Posted
-        rows keep that time in `next_attempt_at`, whose index finds them without a scan."""
+        """Delete up to `limit` deliveries posted before `before` (a Unix time). Posted rows keep that time
+        in `next_attempt_at` (see `finish`), whose index finds them without a scan."""
         return await self._write(
             "DELETE FROM deliveries WHERE row_id IN (SELECT row_id FROM deliveries "
             "WHERE state='posted' AND next_attempt_at<? ORDER BY next_attempt_at LIMIT ?)",

@@ -83,3 +83,21 @@ async def test_forgetting_keeps_recent_posted_and_every_unposted_delivery(tmp_pa
         left = states(database)
         assert left == {pending["webhook_delivery_id"]: left[pending["webhook_delivery_id"]], "recent": "posted"}
         assert left[pending["webhook_delivery_id"]] != "posted"
+
+
+async def test_a_delivery_posted_late_is_kept_from_when_it_was_posted(tmp_path: Path):
+    # Parked, put back by an admin much later, then posted: its age counts from the post, not the receipt.
+    database = tmp_path / "bot.db"
+    async with running_stack(database, **SETTINGS, max_attempts=1) as stack, \
+            httpx.AsyncClient(base_url=stack.base_url) as http:
+        stack.dam.fail_next(5, 503, "/assets")
+        late = asset_event()
+        assert (await deliver(http, late)).status_code == 200
+        await eventually(lambda: states(database).get(late["webhook_delivery_id"]) == "parked")
+        with sqlite3.connect(database) as conn:  # it was received, and parked, long ago
+            conn.execute("UPDATE deliveries SET received_at=? WHERE delivery_id=?",
+                         (time.time() - 40 * DAY, late["webhook_delivery_id"]))
+        assert await stack.app[INBOX].unpark(None) == 1
+        await eventually(lambda: states(database).get(late["webhook_delivery_id"]) == "posted")
+        assert await forget_old_posts(stack.app[INBOX], retention_days=30) == 0
+        assert states(database) == {late["webhook_delivery_id"]: "posted"}

@@ -315,25 +315,31 @@ async def test_token_never_in_exception_text(sandbox: DamSandbox) -> None:
     assert token not in str(caught.value) and token not in repr(caught.value)
 
 
+@asynccontextmanager
+async def odd_dam(port: int, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """A server answering every request with `handler`; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/v2"
+    finally:
+        await runner.cleanup()
+
+
 async def test_token_echoed_by_server_is_scrubbed(unused_tcp_port: int) -> None:
     async def echo(request: web.Request) -> web.Response:
         said = request.headers.get("Authorization", "")
         return web.json_response({"error_message": f"rejected {said}"}, status=400)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
-    try:
-        token = "widen-token-echoed-77"
-        async with WidenClient(f"http://127.0.0.1:{unused_tcp_port}/v2", token) as widen:
-            with pytest.raises(BadRequest) as caught:
-                await widen.get_webhook("x")
-        assert "rejected Bearer ***" in str(caught.value)
-        assert token not in str(caught.value)
-    finally:
-        await runner.cleanup()
+    token = "widen-token-echoed-77"
+    async with odd_dam(unused_tcp_port, echo) as base, WidenClient(base, token) as widen:
+        with pytest.raises(BadRequest) as caught:
+            await widen.get_webhook("x")
+    assert "rejected Bearer ***" in str(caught.value)
+    assert token not in str(caught.value)
 
 
 async def test_retry_on_503_then_success(sandbox: DamSandbox) -> None:
@@ -427,17 +433,9 @@ async def test_unexpected_answer_is_a_widen_error(unused_tcp_port: int) -> None:
     async def not_json(request: web.Request) -> web.Response:
         return web.Response(text="<html>maintenance</html>")
 
-    app = web.Application()
-    app.router.add_get("/v2/assets/{id}", not_json)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
-    try:
-        async with WidenClient(f"http://127.0.0.1:{unused_tcp_port}/v2", TOKEN) as widen:
-            with pytest.raises(WidenError, match="not JSON"):
-                await widen.get_asset("a")
-    finally:
-        await runner.cleanup()
+    async with odd_dam(unused_tcp_port, not_json) as base, WidenClient(base, TOKEN) as widen:
+        with pytest.raises(WidenError, match="not JSON"):
+            await widen.get_asset("a")
 
 
 # ---- pacing ----------------------------------------------------------------------------------------
@@ -483,20 +481,6 @@ async def test_client_stays_under_its_rate_limit(sandbox: DamSandbox) -> None:
 
 
 # ---- a DAM that misbehaves ---------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def odd_dam(port: int, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
-    """A server answering every request with `handler`; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/v2"
-    finally:
-        await runner.cleanup()
 
 
 async def test_the_token_never_goes_to_a_proxy_as_its_credentials(unused_tcp_port: int, monkeypatch) -> None:

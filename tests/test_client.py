@@ -502,6 +502,30 @@ async def test_the_token_never_goes_to_a_proxy_as_its_credentials(unused_tcp_por
     assert not any("proxy-secret-token" in value for key, value in seen[0].items() if key.lower().startswith("proxy"))
 
 
+async def test_all_proxy_is_honoured_and_no_proxy_still_bypasses_it(unused_tcp_port: int, monkeypatch) -> None:
+    proxied: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        proxied.append(str(request.url))
+        return web.json_response({"items": [], "total_count": 0})
+
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with odd_dam(unused_tcp_port, proxy) as proxy_url:
+        monkeypatch.setenv("ALL_PROXY", proxy_url.removesuffix("/v2"))
+        async with WidenClient("http://dam.invalid/v2", TOKEN) as widen:
+            await widen.check()
+        assert len(proxied) == 1 and "dam.invalid" in proxied[0]
+        with socket.socket() as probe:  # a port where nothing listens
+            probe.bind(("127.0.0.1", 0))
+            closed = probe.getsockname()[1]
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with WidenClient(f"http://127.0.0.1:{closed}/v2", TOKEN, max_attempts=1) as widen:
+            with pytest.raises(Unavailable):  # straight to the DAM, which is not there
+                await widen.check()
+        assert len(proxied) == 1
+
+
 async def test_a_token_echoed_across_the_cut_is_still_scrubbed(unused_tcp_port: int) -> None:
     token = "t0ken-" + "x" * 40
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote, quote_plus, urlencode
-from urllib.request import getproxies
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
@@ -208,14 +208,23 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 
 def _env_proxy(base: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
-    """HTTP(S)_PROXY / NO_PROXY for the DAM, as httpx honoured them; looked up once, not per request
-    (aiohttp's trust_env would look again on every call, in a thread, and try ~/.netrc for the DAM too)."""
-    if not any(scheme in getproxies() for scheme in ("http", "https")):
+    """HTTP(S)_PROXY, ALL_PROXY and NO_PROXY for the DAM, as httpx honoured them; looked up once, not per
+    request (aiohttp's trust_env would look again on every call, in a thread, and try ~/.netrc too)."""
+    proxies = getproxies()
+    if not any(key in proxies for key in ("http", "https", "all")):
         return None, None
     try:
         return get_env_proxy_for_url(base)
-    except LookupError:  # NO_PROXY covers the DAM, or no proxy for its scheme
+    except LookupError:  # NO_PROXY covers the DAM, or no proxy is named for its scheme
+        pass
+    fallback = proxies.get("all")
+    if fallback is None or base.scheme in proxies or (base.host and proxy_bypass(base.host)):
         return None, None
+    proxy = URL(fallback)
+    if proxy.scheme != "http":  # aiohttp speaks to HTTP proxies only (not socks5://, say)
+        return None, None
+    auth = aiohttp.BasicAuth(proxy.user, proxy.password or "") if proxy.user else None
+    return proxy.with_user(None), auth
 
 
 class WidenClient:

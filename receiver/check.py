@@ -25,6 +25,10 @@ def _fail(name: str, detail: str) -> None:
     print(f"FAIL  {name}: {detail}", flush=True)
 
 
+def _note(name: str, detail: str) -> None:
+    print(f"note  {name}: {detail}", flush=True)
+
+
 def _skip(name: str, detail: str) -> None:
     print(f"skip  {name}: {detail}", flush=True)
 
@@ -36,7 +40,7 @@ def check_settings(settings: Settings) -> bool:
     if not problems:
         _ok("settings")
         if settings.public_base_url is None:
-            print("note  settings: PUBLIC_BASE_URL is not set: /widen create then needs a delivery URL", flush=True)
+            _note("settings", "PUBLIC_BASE_URL is not set: /widen create then needs a delivery URL")
     return not problems
 
 

@@ -36,13 +36,10 @@ async def create_routed_configuration(
     await inbox.add_route(token, pending_id, secret_key, created_by)
     try:
         configuration_id = await widen.create_webhook(event_type, url, secret_key=secret_key)
-    except Unavailable as exc:
-        if not exc.sent:
+    except BaseException as exc:
+        # Unless the DAM may have made the configuration anyway: then its deliveries must still be taken.
+        if not (isinstance(exc, Unavailable) and exc.sent):
             await inbox.forget_route(pending_id)
-        # Otherwise the DAM may have made the configuration: its deliveries must still be taken.
-        raise
-    except BaseException:
-        await inbox.forget_route(pending_id)
         raise
     await inbox.add_route(token, configuration_id, secret_key, created_by)
     return CreatedConfiguration(configuration_id, url)

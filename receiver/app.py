@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -26,6 +26,7 @@ from receiver.logs import register_secret
 from receiver.metrics import CONTENT_TYPE_LATEST, Metrics
 from receiver.readiness import Readiness
 from receiver.retention import keep_forgetting
+from receiver.routes import keep_settling
 from receiver.settings import Settings
 from receiver.worker import Worker
 from widen.client import WidenClient
@@ -62,7 +63,8 @@ def build_app(settings: Settings, *, slack_channel_rate: float = 1.0) -> web.App
     app.cleanup_ctx.append(_open_inbox)
     app.cleanup_ctx.append(_open_clients(slack_channel_rate))
     app.cleanup_ctx.append(_run_worker)
-    app.cleanup_ctx.append(_forget_old_posts)
+    app.cleanup_ctx.append(_in_background(lambda app: keep_forgetting(app[INBOX], app[SETTINGS].retention_days)))
+    app.cleanup_ctx.append(_in_background(lambda app: keep_settling(app[WIDEN], app[INBOX])))
 
     app.router.add_post("/webhooks/widen", receive_delivery)
     app.router.add_post("/webhooks/widen/{token}", receive_delivery)
@@ -134,12 +136,16 @@ async def _run_worker(app: web.Application) -> AsyncIterator[None]:
     await worker.stop(app[SETTINGS].shutdown_timeout)
 
 
-async def _forget_old_posts(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(keep_forgetting(app[INBOX], app[SETTINGS].retention_days))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+def _in_background(job: Callable[[web.Application], Coroutine[Any, Any, None]]) -> Any:
+    """Housekeeping that runs as long as the app does (it loops and sleeps on its own)."""
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(job(app))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
 
 
 def _ping_hook(app: web.Application) -> Any:

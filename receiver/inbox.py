@@ -470,6 +470,21 @@ class Inbox:
     async def forget_route(self, configuration_id: str) -> int:
         return await self._write("DELETE FROM routes WHERE configuration_id=?", (configuration_id,))
 
+    async def pending_routes(self, made_before: float) -> list[Route]:
+        """Routes still waiting for the DAM to confirm their configuration, made before `made_before`."""
+        if self._reader is None:
+            raise RuntimeError("inbox is not open")
+        rows = self._reader.execute(
+            "SELECT token, configuration_id, secret FROM routes WHERE substr(configuration_id, 1, ?)=? "
+            "AND created_at<?",
+            (len(PENDING), PENDING, made_before),
+        ).fetchall()
+        return [Route(*row) for row in rows]
+
+    async def confirm_route(self, token: str, configuration_id: str) -> int:
+        """The DAM made this route's configuration after all: from now on the route takes only its deliveries."""
+        return await self._write("UPDATE routes SET configuration_id=? WHERE token=?", (configuration_id, token))
+
 
 def _settle(batch: Iterable[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
     for _, future in batch:

@@ -2,16 +2,24 @@
 
 A configuration made through the bot gets an unguessable URL and a generated secret_key, so its
 deliveries are authenticated by the URL even if the DAM's signature header turns out to differ.
+A create whose answer was lost leaves its route pending; `keep_settling` later asks the DAM whether the
+configuration exists after all, and confirms or forgets the route.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
+import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from receiver.inbox import PENDING, Inbox
 from receiver.logs import register_secret
 from widen.client import Unavailable, WidenClient
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,3 +51,53 @@ async def create_routed_configuration(
         raise
     await inbox.add_route(token, configuration_id, secret_key, created_by)
     return CreatedConfiguration(configuration_id, url)
+
+
+# A create's DAM call is over within a minute, answered or not; a route still pending after this is one
+# whose answer was lost.
+PENDING_GRACE_SECONDS = 600.0
+SETTLE_EVERY_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Settled:
+    confirmed: int
+    forgotten: int
+
+
+def route_token(url: str | None) -> str | None:
+    """The token of a `/webhooks/widen/{token}` delivery URL (whatever the host), else None."""
+    path = urlsplit(url or "").path.rstrip("/")
+    head, _, token = path.rpartition("/")
+    return token if head.endswith("/webhooks/widen") and token else None
+
+
+async def settle_pending_routes(widen: WidenClient, inbox: Inbox, *, grace: float = PENDING_GRACE_SECONDS) -> Settled:
+    """Routes of creates the DAM never confirmed: if the DAM has a configuration delivering to the route's
+    URL, the route is confirmed with its id (so its deliveries keep coming in); if it has none, nothing
+    will ever deliver there, and the route and its secret are forgotten."""
+    pending = await inbox.pending_routes(made_before=time.time() - grace)
+    if not pending:
+        return Settled(0, 0)
+    made = {route_token(c.delivery_url): c.id for c in await widen.all_webhooks()}
+    confirmed = forgotten = 0
+    for route in pending:
+        configuration_id = made.get(route.token)
+        if configuration_id is not None:
+            confirmed += await inbox.confirm_route(route.token, configuration_id)
+            log.info("the DAM did make configuration %s after an unanswered create: its route is kept",
+                     configuration_id)
+        else:
+            forgotten += await inbox.forget_route(route.configuration_id)
+            log.info("the DAM never made the configuration of an unanswered create: its route is forgotten")
+    return Settled(confirmed, forgotten)
+
+
+async def keep_settling(widen: WidenClient, inbox: Inbox) -> None:
+    """At start, then every hour. A DAM that cannot answer now is asked again next time."""
+    while True:
+        try:
+            await settle_pending_routes(widen, inbox)
+        except Exception as exc:
+            log.warning("checking unconfirmed webhook configurations failed (%s); trying again in an hour", exc)
+        await asyncio.sleep(SETTLE_EVERY_SECONDS)

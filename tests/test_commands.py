@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import sys
 import time
 import uuid
@@ -18,7 +19,9 @@ import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.app import SOCKET_MODE
-from receiver.app import INBOX
+from receiver.app import INBOX, WIDEN
+from receiver.inbox import Route
+from receiver.routes import Settled, settle_pending_routes
 from receiver.sandbox_run import CHANNEL, Stack, running_stack
 from tests.conftest import SHARED_SECRET, deliver, eventually, fixture_json
 from tests.slack_requests import ADMIN, MEMBER, answer, answers, buttons, press, run, shown, slash
@@ -194,6 +197,54 @@ async def test_create_the_dam_did_not_confirm_is_not_sent_twice_and_says_to_look
     assert "may have made it" in reply and "/widen list" in reply
     posts = [c for c in stack.dam.calls if c[0] == "POST"]
     assert len(posts) == 1  # a retry could have made a second configuration
+
+
+async def pending_route(stack: Stack) -> Route:
+    (route,) = await stack.app[INBOX].pending_routes(made_before=time.time() + 1)
+    return route
+
+
+async def test_an_unconfirmed_create_the_dam_never_made_is_forgotten_after_a_restart(tmp_path: Path):
+    database = tmp_path / "widen-bot.db"
+    async with serving(tmp_path) as (stack, http):
+        stack.dam.fail_next(1, 503, "/webhooks/configurations")
+        await run(stack, http, "create asset_created")
+        route = await pending_route(stack)
+        event = fixture_json("events/asset_created.json")
+        path = f"/webhooks/widen/{route.token}"
+        # Meanwhile the route takes deliveries (the DAM may have made it): nothing would be lost.
+        assert (await deliver(http, event, secret=route.secret, path=path)).status_code == 200
+    with sqlite3.connect(database) as conn:  # as if the create had been an hour ago
+        conn.execute("UPDATE routes SET created_at=created_at-3600")
+    async with serving(tmp_path) as (stack, http):  # this DAM has no configuration delivering there
+        await eventually(lambda: _gone(stack, route.token))
+        assert (await deliver(http, event, secret=route.secret, path=path)).status_code == 404
+
+
+async def _gone(stack: Stack, token: str) -> bool:
+    return await stack.app[INBOX].route(token) is None
+
+
+async def test_an_unconfirmed_create_the_dam_did_make_keeps_its_route_for_that_configuration(
+    bot: tuple[Stack, httpx.AsyncClient],
+):
+    stack, http = bot
+    stack.dam.fail_next(1, 503, "/webhooks/configurations")
+    await run(stack, http, "create asset_created")
+    route = await pending_route(stack)
+    assert await settle_pending_routes(stack.app[WIDEN], stack.app[INBOX]) == Settled(0, 0)  # too early to tell
+    # The DAM made it, but its answer was lost on the way.
+    config = add_configuration(stack, delivery_url=f"{stack.base_url}/webhooks/widen/{route.token}",
+                               secret_key=route.secret)
+    assert await settle_pending_routes(stack.app[WIDEN], stack.app[INBOX], grace=0) == Settled(1, 0)
+    kept = await stack.app[INBOX].route(route.token)
+    assert kept is not None and kept.configuration_id == config.id and kept.secret == route.secret
+    path = f"/webhooks/widen/{route.token}"
+    event = fixture_json("events/asset_created.json") | {"webhook_configuration_id": config.id}
+    assert (await deliver(http, event, secret=route.secret, path=path)).status_code == 200
+    # Confirmed, the route takes only its own configuration's deliveries again.
+    other = event | {"webhook_configuration_id": str(uuid.uuid4()), "webhook_delivery_id": str(uuid.uuid4())}
+    assert (await deliver(http, other, secret=route.secret, path=path)).status_code == 422
 
 
 async def test_create_without_public_base_url_says_what_to_set(tmp_path: Path):

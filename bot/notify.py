@@ -3,6 +3,10 @@
 Slack allows about one message per second per channel with short bursts. Each channel gets a token
 bucket so 429s stay rare; when one comes anyway, the channel waits out `Retry-After`. Network errors
 and 5xx are retried with tenacity; what is left is raised as a typed error for the worker to decide.
+
+A post whose answer is lost (5xx, timeout, a dropped connection) may have been made all the same: before
+it is sent again, the channel (or the thread) is searched for our message carrying the same metadata,
+so a lost answer never makes a second message.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -44,14 +49,20 @@ class InvalidBlocks(SlackError):
 
 
 class SlackUnavailable(Exception):
-    """Slack answered 5xx, 429 for too long, or could not be reached."""
+    """Slack answered 5xx, 429 for too long, or could not be reached. `maybe_posted`: a message may have
+    been posted all the same (an answer was lost, and the channel could not be searched for it)."""
+
+    def __init__(self, reason: str, *, maybe_posted: bool = False) -> None:
+        super().__init__(reason)
+        self.maybe_posted = maybe_posted
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, wait: float | None = None) -> None:
+    def __init__(self, reason: str, wait: float | None = None, *, maybe_done: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.wait = wait
+        self.maybe_done = maybe_done  # the call reached Slack and its answer was lost: it may have acted
 
 
 class ChannelPacer:
@@ -119,12 +130,30 @@ class Notifier:
             kwargs["blocks"] = message["blocks"]
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
+        already_posted = None
         if covers:
             kwargs["metadata"] = {"event_type": METADATA_EVENT_TYPE, "event_payload": covers}
-        data = await self._call("chat.postMessage", channel, kwargs)
+            since = time.time() - 60  # Slack's clock and ours may differ a little
+            already_posted = partial(self._posted_ts, channel, covers, thread_ts, since)
+        data = await self._call("chat.postMessage", channel, kwargs, already_done=already_posted)
         if not isinstance(data.get("ts"), str):
             raise SlackError("no_ts")  # an answer that says ok but names no message: not trusted
         return data["ts"]
+
+    async def _posted_ts(self, channel: str, covers: dict[str, Any], thread_ts: str | None,
+                         since: float) -> dict[str, Any] | None:
+        """Our message that carries exactly `covers`, posted since `since` (in the thread, for a reply),
+        as chat.postMessage would have answered: after a lost answer, it tells whether the post was made."""
+        if thread_ts:
+            messages = self._pages("conversations.replies", {"channel": channel, "ts": thread_ts})
+        else:
+            messages = self._pages("conversations.history", {"channel": channel, "oldest": f"{since:.6f}"})
+        async for message in messages:
+            if _ours(message, str(covers["inbox"])) and (message["metadata"].get("event_payload") or {}).get(
+                "rows"
+            ) == covers["rows"]:
+                return {"ok": True, "channel": channel, "ts": message.get("ts")}
+        return None
 
     async def rows_already_posted(self, channel: str, inbox_id: str, since: float) -> set[int]:
         """Rows of this inbox named in our own messages in the channel since `since` (epoch seconds),
@@ -156,7 +185,17 @@ class Notifier:
             if not cursor or not data.get("has_more", True):
                 return
 
-    async def _call(self, method: str, channel: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    async def _call(
+        self,
+        method: str,
+        channel: str | None,
+        kwargs: dict[str, Any],
+        *,
+        already_done: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
+    ) -> dict[str, Any]:
+        """Call with retries. `already_done`, for a call that must not act twice: after an answer was lost,
+        it is asked before the next attempt, and what it finds is the answer."""
+        maybe_done = False
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(_Retryable),
@@ -165,12 +204,30 @@ class Notifier:
                 reraise=True,
             ):
                 with attempt:
+                    if maybe_done and already_done is not None:
+                        found = await self._look(already_done)
+                        if found is not None:
+                            return found
+                        maybe_done = False  # it was not done: sending again is safe
                     if channel is not None:
                         await self.pacer.wait_turn(channel)
-                    return await self._call_once(method, channel, kwargs)
+                    try:
+                        return await self._call_once(method, channel, kwargs)
+                    except _Retryable as exc:
+                        maybe_done = maybe_done or exc.maybe_done
+                        raise
         except _Retryable as exc:
-            raise SlackUnavailable(f"{method}: {exc.reason}") from None
+            raise SlackUnavailable(f"{method}: {exc.reason}", maybe_posted=maybe_done) from None
+        except SlackUnavailable as exc:  # the search after a lost answer failed: it may have been done
+            raise SlackUnavailable(f"{method}: answer lost, then {exc}", maybe_posted=True) from None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _look(already_done: Callable[[], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
+        try:
+            return await already_done()
+        except SlackError as exc:  # e.g. the thread is not found yet: we cannot tell, so it may be done
+            raise SlackUnavailable(f"search: {exc.error}") from None
 
     def _wait(self, retry_state: Any) -> float:
         exc = retry_state.outcome.exception()
@@ -199,7 +256,7 @@ class Notifier:
                                           "request_timeout"):
                 self._on_call(method, "unavailable")
                 self._on_retry("slack_5xx")
-                raise _Retryable(error) from None
+                raise _Retryable(error, maybe_done=True) from None
             self._on_call(method, error)
             if error == "invalid_blocks":
                 raise InvalidBlocks([str(e) for e in data.get("errors", [])]) from None
@@ -207,7 +264,8 @@ class Notifier:
         except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             self._on_call(method, "unavailable")
             self._on_retry("slack_network")
-            raise _Retryable(type(exc).__name__) from None
+            # Only a connection that was never made surely did nothing.
+            raise _Retryable(type(exc).__name__, maybe_done=not isinstance(exc, aiohttp.ClientConnectorError)) from None
         self._on_call(method, "ok")
         return dict(response.data) if isinstance(response.data, dict) else {}
 

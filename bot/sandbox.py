@@ -47,6 +47,7 @@ class _Fault:
     status: int
     error: str | None
     retry_after: int | None
+    after_acting: bool = False
 
 
 def _seed_users() -> dict[str, dict[str, Any]]:
@@ -85,6 +86,7 @@ class SlackSandbox:
         self.out = out
         self.reject_images = False
         self.answer_delay: dict[str, float] = {}  # method -> seconds to wait after acting, before answering
+        self.on_message: Callable[[dict[str, Any]], None] | None = None  # called with each message posted
         self.messages: list[dict[str, Any]] = []
         self.ephemerals: list[dict[str, Any]] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}
@@ -141,10 +143,13 @@ class SlackSandbox:
         status: int = 503,
         error: str | None = None,
         retry_after: int | None = None,
+        after_acting: bool = False,
     ) -> None:
-        """The next `n` calls of `method` fail: with `error`, HTTP 200 and that API error; else `status`."""
+        """The next `n` calls of `method` fail: with `error`, HTTP 200 and that API error; else `status`.
+        `after_acting`: the call takes effect first and only its answer fails (a lost answer); with
+        status 0 the connection is closed instead of answering."""
         queue = self._faults.setdefault(method, deque())
-        queue.extend(_Fault(status, error, retry_after) for _ in range(n))
+        queue.extend(_Fault(status, error, retry_after, after_acting) for _ in range(n))
 
     def new_response_url(self) -> str:
         """A response URL like the one Slack hands a slash command."""
@@ -161,9 +166,18 @@ class SlackSandbox:
         method = request.match_info["method"]
         params = await _read_params(request)
         status, body, headers = await self._dispatch(method, request, params)
+        queue = self._faults.get(method)
+        lost_answer = queue.popleft() if queue and queue[0].after_acting else None
         delay = self.answer_delay.get(method, 0.0)
         if delay:  # the call took effect, the answer is late: a crash in between is the hard case
             await asyncio.sleep(delay)
+        if lost_answer is not None:  # it took effect; the caller never learns so
+            self.calls.append((method, f"lost_{lost_answer.status}"))
+            if lost_answer.status == 0:
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)  # never reaches the caller: the connection is gone
+            return web.Response(text=f"{lost_answer.status} sandbox failure", status=lost_answer.status)
         if isinstance(body, dict):
             self.calls.append((method, "ok" if body.get("ok") else str(body.get("error"))))
         else:
@@ -192,7 +206,7 @@ class SlackSandbox:
 
     def _next_fault(self, method: str) -> Answer | None:
         queue = self._faults.get(method)
-        if not queue:
+        if not queue or queue[0].after_acting:  # that one lets the call act, then fails its answer
             return None
         fault = queue.popleft()
         if fault.error is not None:
@@ -251,6 +265,8 @@ class SlackSandbox:
         if metadata is not None:
             msg["metadata"] = metadata
         self.messages.append(msg)
+        if self.on_message is not None:
+            self.on_message(msg)
         thread = f"  (thread {msg['thread_ts']})" if "thread_ts" in msg else ""
         self._print(f"── #{channel}{thread}", msg)
         return _ok(channel=channel, ts=msg["ts"], message=_public(msg))

@@ -360,10 +360,13 @@ class Inbox:
             [(channel, ts, now, now, i) for i in row_ids],
         )
 
-    async def retry_later(self, row_id: int, error: str, delay: float) -> None:
+    async def retry_later(self, row_id: int, error: str, delay: float, *, maybe_posted: bool = False) -> None:
+        """Pending again in `delay` s. `maybe_posted`: a post may have reached Slack (its answer was lost),
+        so the channel is checked before posting again."""
         await self._write(
-            "UPDATE deliveries SET state='pending', last_error=?, next_attempt_at=? WHERE row_id=?",
-            (error[:500], time.time() + delay, row_id),
+            "UPDATE deliveries SET state='pending', last_error=?, next_attempt_at=?, maybe_posted=maybe_posted OR ? "
+            "WHERE row_id=?",
+            (error[:500], time.time() + delay, maybe_posted, row_id),
         )
 
     async def release(self, row_ids: Iterable[int]) -> None:
@@ -379,8 +382,9 @@ class Inbox:
             ids,
         )
 
-    async def park(self, row_id: int, error: str) -> None:
-        await self._write("UPDATE deliveries SET state='parked', last_error=? WHERE row_id=?", (error[:500], row_id))
+    async def park(self, row_id: int, error: str, *, maybe_posted: bool = False) -> None:
+        await self._write("UPDATE deliveries SET state='parked', last_error=?, maybe_posted=maybe_posted OR ? "
+                          "WHERE row_id=?", (error[:500], maybe_posted, row_id))
 
     async def unpark(self, delivery_id: str | None) -> int:
         """Put parked deliveries back (one by delivery id, or all when None). Returns how many."""

@@ -351,8 +351,9 @@ class Worker:
             log.error("Slack refused the message (%s): check SLACK_BOT_TOKEN and SLACK_CHANNEL", exc.error)
         else:
             log.warning("posting to Slack failed: %s", exc)
+        maybe_posted = isinstance(exc, SlackUnavailable) and exc.maybe_posted
         for item in items:
-            await self._retry(item.delivery, f"Slack: {exc}")
+            await self._retry(item.delivery, f"Slack: {exc}", maybe_posted=maybe_posted)
 
     # ---- outcomes -------------------------------------------------------------------------------
 
@@ -362,13 +363,13 @@ class Worker:
             self._claimed.discard(item.delivery.row_id)
             self.observe("posted", item.delivery, time.time() - item.delivery.received_at)
 
-    async def _retry(self, delivery: Delivery, error: str) -> None:
+    async def _retry(self, delivery: Delivery, error: str, *, maybe_posted: bool = False) -> None:
         too_old = time.time() - delivery.received_at > self.settings.max_age_hours * 3600
         if delivery.attempts >= self.settings.max_attempts or too_old:
-            await self._park(delivery, error)
+            await self._park(delivery, error, maybe_posted=maybe_posted)
             return
         delay = min(600.0, 2.0 ** (delivery.attempts - 1)) * random.uniform(0.8, 1.2)
-        await self.inbox.retry_later(delivery.row_id, error, delay)
+        await self.inbox.retry_later(delivery.row_id, error, delay, maybe_posted=maybe_posted)
         self._claimed.discard(delivery.row_id)
         self.observe("retry", delivery, time.time() - delivery.received_at)
 
@@ -381,10 +382,10 @@ class Worker:
             log.exception("could not record the failure of delivery %s", delivery.delivery_id)
             self._claimed.discard(delivery.row_id)
 
-    async def _park(self, delivery: Delivery, error: str) -> None:
+    async def _park(self, delivery: Delivery, error: str, *, maybe_posted: bool = False) -> None:
         log.error("parking delivery %s after %d attempts: %s", delivery.delivery_id, delivery.attempts, error,
                   extra=_ids(delivery))
-        await self.inbox.park(delivery.row_id, error)
+        await self.inbox.park(delivery.row_id, error, maybe_posted=maybe_posted)
         self._claimed.discard(delivery.row_id)
         self.observe("parked", delivery, time.time() - delivery.received_at)
 

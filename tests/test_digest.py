@@ -8,10 +8,12 @@ import uuid
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 from slack_sdk.models.blocks import Block
 
 from bot.digest import IN_DIGEST, digest_messages
 from bot.sandbox import announcements
+from receiver.app import INBOX
 from receiver.sandbox_run import CHANNEL, Stack, running_stack
 from tests.conftest import SHARED_SECRET, deliver, eventually, fixture_json
 from widen.models import Asset, WebhookEvent
@@ -88,9 +90,17 @@ def test_digest_escapes_what_the_dam_says():
         assert dangerous not in raw
 
 
-async def test_a_burst_becomes_a_digest_and_nothing_is_announced_twice(tmp_path):
+@pytest.mark.parametrize("lost", [None, "digest", "thread reply"])
+async def test_a_burst_becomes_a_digest_and_nothing_is_announced_twice(tmp_path, lost: str | None):
     async with running_stack(tmp_path / "db.sqlite", widen_webhook_secret=SHARED_SECRET, slack_channel_rate=1.0,
                              digest_window_seconds=2.0) as stack, httpx.AsyncClient(base_url=stack.base_url) as http:
+        if lost is not None:  # Slack posts it, and its answer is lost: it must not be posted again
+            def lose_answer(message: dict) -> None:
+                is_digest = "asset events" in message["text"]
+                if (lost == "digest" and is_digest) or (lost == "thread reply" and message.get("thread_ts")):
+                    stack.slack.on_message = None
+                    stack.slack.fail_next("chat.postMessage", 1, status=503, after_acting=True)
+            stack.slack.on_message = lose_answer
         ids = []
         for n in range(40):
             data = copy.deepcopy(fixture_json("api/asset.3db58e3c-fe98-4437-9637-df299f9d1b06.json"))
@@ -107,12 +117,25 @@ async def test_a_burst_becomes_a_digest_and_nothing_is_announced_twice(tmp_path)
             return all(any(f"burst-{n}.jpg" in unit for unit in units) for n in range(40))
 
         await eventually(every_asset_announced, timeout=30)
+        await eventually(lambda: all_done(stack), timeout=30)  # a repeat would come after the first
         units = announcements(stack.slack.messages_in(CHANNEL))
         for n in range(40):
             assert sum(f"burst-{n}.jpg" in unit for unit in units) == 1, n
         top_level = [m for m in stack.slack.messages_in(CHANNEL) if not m.get("thread_ts")]
         assert len(top_level) <= 6, [m["text"][:60] for m in top_level]  # a few cards, then digests
         assert any("asset events" in m["text"] for m in top_level)
+        # No message was posted twice: each one covers its own inbox rows (a thread reply may repeat the
+        # digest's names, so counting names alone would not tell).
+        messages = stack.slack.messages_in(CHANNEL)
+        covered = [m["metadata"]["event_payload"]["rows"] for m in messages if m.get("metadata")]
+        assert len(covered) == len(set(covered)), covered
+        if lost is not None:
+            assert ("chat.postMessage", "lost_503") in stack.slack.calls
+
+
+async def all_done(stack: Stack) -> bool:
+    stats = await stack.app[INBOX].stats()
+    return stats.pending + stats.in_flight == 0
 
 
 async def test_pings_are_never_folded_into_a_digest(stack: Stack, http: httpx.AsyncClient):

@@ -8,6 +8,7 @@ import json
 import uuid
 
 import httpx
+import pytest
 
 from receiver.app import INBOX
 from receiver.sandbox_run import CHANNEL, Stack
@@ -42,6 +43,42 @@ async def test_slack_5xx_is_retried(stack: Stack, http: httpx.AsyncClient):
     await eventually(lambda: stack.slack.messages_in(CHANNEL), timeout=30)
     await eventually(lambda: idle(stack))
     assert len(stack.slack.messages_in(CHANNEL)) == 1
+
+
+@pytest.mark.parametrize("lost", [503, 0], ids=["5xx-after-posting", "connection-dropped-after-posting"])
+async def test_a_post_whose_answer_is_lost_is_not_posted_again(stack: Stack, http: httpx.AsyncClient, lost: int):
+    # Slack made the message, but its answer never arrived: sending again would post it twice.
+    stack.slack.fail_next("chat.postMessage", 1, status=lost, after_acting=True)
+    await deliver(http, asset_event("3db58e3c-fe98-4437-9637-df299f9d1b06"))
+    await eventually(lambda: idle(stack), timeout=20)
+    await asyncio.sleep(0.5)
+    assert len(stack.slack.messages_in(CHANNEL)) == 1
+    assert [c for c in stack.slack.calls if c[0] == "chat.postMessage"] == [("chat.postMessage", f"lost_{lost}")]
+    assert (await stack.app[INBOX].stats()).posted == 1
+
+
+async def test_a_lost_answer_slack_cannot_be_searched_for_is_checked_again_later(
+    stack: Stack, http: httpx.AsyncClient
+):
+    # The answer is lost and then the channel cannot be read for a while: the delivery waits, marked as
+    # maybe posted, and the next attempt finds the message instead of posting a second one.
+    stack.slack.fail_next("chat.postMessage", 1, status=503, after_acting=True)
+    stack.slack.fail_next("conversations.history", 6, status=503)
+    await deliver(http, asset_event("3db58e3c-fe98-4437-9637-df299f9d1b06"))
+    await eventually(lambda: idle(stack), timeout=60)
+    await asyncio.sleep(0.5)
+    assert len(stack.slack.messages_in(CHANNEL)) == 1
+    assert sum(1 for c in stack.slack.calls if c[0] == "conversations.history") >= 7
+    assert (await stack.app[INBOX].stats()).posted == 1
+
+
+async def test_a_5xx_that_did_not_post_is_searched_for_once_then_posted(stack: Stack, http: httpx.AsyncClient):
+    stack.slack.fail_next("chat.postMessage", 1, status=503)  # refused before acting
+    await deliver(http, asset_event("3db58e3c-fe98-4437-9637-df299f9d1b06"))
+    await eventually(lambda: idle(stack), timeout=20)
+    assert len(stack.slack.messages_in(CHANNEL)) == 1
+    # A 5xx cannot be told from a lost answer: the channel is searched once, finds nothing, posts.
+    assert sum(1 for c in stack.slack.calls if c[0] == "conversations.history") == 1
 
 
 async def test_thumbnail_slack_cannot_download_is_dropped_not_the_message(stack: Stack, http: httpx.AsyncClient):

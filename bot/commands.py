@@ -23,7 +23,16 @@ from bot.replies import Replies
 from receiver.inbox import Inbox
 from receiver.routes import create_routed_configuration
 from receiver.settings import Settings
-from widen.client import BadRequest, NotFound, RateLimited, Unauthorized, Unavailable, WidenClient, WidenError
+from widen.client import (
+    BadRequest,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    WidenClient,
+    WidenError,
+    may_have_acted,
+)
 from widen.models import ASSET_EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -386,7 +395,7 @@ class Commands:
 
 def dam_problem(exc: WidenError, args: list[str], *, creating: bool = False) -> str:
     """A DAM failure as one plain sentence (safe mrkdwn); never a traceback."""
-    if creating and isinstance(exc, Unavailable) and exc.sent:
+    if creating and may_have_acted(exc):
         # Not retried, as a retry could make a second one: the admin looks, then decides.
         status = f" ({exc.status})" if exc.status else ""
         return (f"The DAM did not confirm the new configuration{status}; it may have made it anyway. "

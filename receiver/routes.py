@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from receiver.inbox import PENDING, Inbox
 from receiver.logs import register_secret
-from widen.client import Unavailable, WidenClient
+from widen.client import WidenClient, may_have_acted
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ async def create_routed_configuration(
     try:
         configuration_id = await widen.create_webhook(event_type, url, secret_key=secret_key)
     except BaseException as exc:
-        # Unless the DAM may have made the configuration anyway: then its deliveries must still be taken.
-        if not (isinstance(exc, Unavailable) and exc.sent):
+        # Unless the DAM may have made the configuration anyway (then its deliveries must still be taken,
+        # and `keep_settling` finds out later): an unreadable 2xx, a 5xx, a timeout, a stop meanwhile.
+        if not may_have_acted(exc):
             await inbox.forget_route(pending_id)
         raise
     await inbox.add_route(token, configuration_id, secret_key, created_by)

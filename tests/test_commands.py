@@ -13,9 +13,11 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.app import SOCKET_MODE
@@ -197,6 +199,58 @@ async def test_create_the_dam_did_not_confirm_is_not_sent_twice_and_says_to_look
     assert "may have made it" in reply and "/widen list" in reply
     posts = [c for c in stack.dam.calls if c[0] == "POST"]
     assert len(posts) == 1  # a retry could have made a second configuration
+
+
+class OddlyAnsweringDam(DamSandbox):
+    """Makes the configuration, then answers the create late, or with something widen-bot cannot read."""
+
+    def __init__(self, answer: web.Response | None = None, *, delay: float = 0.0) -> None:
+        super().__init__()
+        self.odd_answer = answer
+        self.delay = delay
+
+    async def _create_configuration(self, request: web.Request) -> web.Response:
+        made = await super()._create_configuration(request)
+        await asyncio.sleep(self.delay)
+        return self.odd_answer or made
+
+
+@pytest.mark.parametrize("answer", [
+    lambda: web.Response(status=200, text="<html><body>Created</body></html>", content_type="text/html"),
+    lambda: web.json_response({"status": "created"}, status=201),
+    lambda: web.Response(status=204),
+], ids=["html", "json-without-id", "no-content"])
+async def test_a_create_the_dam_made_but_answered_oddly_keeps_taking_its_deliveries(tmp_path: Path, answer: Any):
+    dam = OddlyAnsweringDam(answer())
+    async with (
+        running_stack(tmp_path / "widen-bot.db", dam=dam, slack_channel_rate=50.0) as stack,
+        httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http,
+    ):
+        reply = shown(await run(stack, http, "create asset_created"))
+        assert "may have made it" in reply and "/widen list" in reply
+        (config,) = dam.configurations.values()
+        event = fixture_json("events/asset_created.json") | {"webhook_configuration_id": config.id}
+        path = urlsplit(config.delivery_url).path
+        assert (await deliver(http, event, secret=config.secret_key, path=path)).status_code == 200
+        # Settling later ties the URL to the configuration the DAM did make.
+        assert await settle_pending_routes(stack.app[WIDEN], stack.app[INBOX], grace=0) == Settled(1, 0)
+        assert (await stack.app[INBOX].route_of(config.id)) is not None
+
+
+async def test_a_stop_while_a_create_waits_for_the_dam_keeps_its_delivery_url(tmp_path: Path):
+    dam = OddlyAnsweringDam(delay=30.0)  # it has made the configuration, and takes its time to say so
+    async with (
+        running_stack(tmp_path / "widen-bot.db", dam=dam, slack_channel_rate=50.0) as stack,
+        httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http,
+    ):
+        await slash(stack, http, "create asset_created")
+        await eventually(lambda: dam.configurations)
+    # The server stopped before the DAM answered; the DAM delivers to what it made.
+    (config,) = dam.configurations.values()
+    async with serving(tmp_path) as (_, http):
+        event = fixture_json("events/asset_created.json") | {"webhook_configuration_id": config.id}
+        path = urlsplit(config.delivery_url).path
+        assert (await deliver(http, event, secret=config.secret_key, path=path)).status_code == 200
 
 
 async def pending_route(stack: Stack) -> Route:

@@ -84,6 +84,17 @@ class RateLimited(WidenError):
         self.retry_after = retry_after
 
 
+def may_have_acted(exc: BaseException) -> bool:
+    """After a call that changes something failed: False only when the DAM surely did nothing (it
+    refused with a 3xx or 4xx, or was never reached). An answer we could not read, a 5xx, a timeout,
+    or our own cancellation leave it open."""
+    if isinstance(exc, Unavailable):
+        return exc.sent
+    if isinstance(exc, WidenError) and exc.status is not None and 300 <= exc.status < 500:
+        return False
+    return True
+
+
 class _Response:
     """One answer, read whole: what the helpers below need of it."""
 

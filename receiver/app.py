@@ -66,8 +66,9 @@ def build_app(settings: Settings, *, slack_channel_rate: float = 1.0) -> web.App
     app.cleanup_ctx.append(_in_background(lambda app: keep_forgetting(app[INBOX], app[SETTINGS].retention_days)))
     app.cleanup_ctx.append(_in_background(lambda app: keep_settling(app[WIDEN], app[INBOX])))
 
-    app.router.add_post("/webhooks/widen", receive_delivery)
-    app.router.add_post("/webhooks/widen/{token}", receive_delivery)
+    for path in ("/webhooks/widen", "/webhooks/widen/{token}"):
+        app.router.add_post(path, receive_delivery)
+        app.router.add_post(path + "/", receive_delivery)  # the same URL, as a DAM or an admin may write it
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

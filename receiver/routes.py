@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -80,18 +81,36 @@ async def settle_pending_routes(widen: WidenClient, inbox: Inbox, *, grace: floa
     pending = await inbox.pending_routes(made_before=time.time() - grace)
     if not pending:
         return Settled(0, 0)
-    made = {route_token(c.delivery_url): c.id for c in await widen.all_webhooks()}
+    made = await _configurations_by_token(widen)
+    if any(route.token not in made for route in pending):
+        # Forgetting cannot be undone: look twice. A configuration deleted while the first listing was
+        # paged shifts the pages, and one of them could be missed.
+        made = await _configurations_by_token(widen) | made
     confirmed = forgotten = 0
     for route in pending:
         configuration_id = made.get(route.token)
-        if configuration_id is not None:
-            confirmed += await inbox.confirm_route(route.token, configuration_id)
-            log.info("the DAM did make configuration %s after an unanswered create: its route is kept",
-                     configuration_id)
-        else:
+        if configuration_id is None:
             forgotten += await inbox.forget_route(route.configuration_id)
             log.info("the DAM never made the configuration of an unanswered create: its route is forgotten")
+            continue
+        try:
+            confirmed += await inbox.confirm_route(route.token, configuration_id)
+        except sqlite3.IntegrityError:  # its URL was edited to this one: it has a route of its own already
+            log.warning("configuration %s delivers to an unconfirmed URL but has its own already; left pending",
+                        configuration_id)
+            continue
+        log.info("the DAM did make configuration %s after an unanswered create: its route is kept", configuration_id)
     return Settled(confirmed, forgotten)
+
+
+async def _configurations_by_token(widen: WidenClient) -> dict[str, str]:
+    """Configuration id by the token of its `/webhooks/widen/{token}` delivery URL."""
+    found: dict[str, str] = {}
+    for configuration in await widen.all_webhooks():
+        token = route_token(configuration.delivery_url)
+        if token is not None:
+            found[token] = configuration.id
+    return found
 
 
 async def keep_settling(widen: WidenClient, inbox: Inbox) -> None:

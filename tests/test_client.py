@@ -277,6 +277,15 @@ async def test_paging_past_ten_configurations(sandbox: DamSandbox, client: Widen
     ]
 
 
+@pytest.mark.parametrize("count", [23, 20])
+async def test_all_webhooks_without_a_total_pages_until_a_short_page(
+    sandbox: DamSandbox, client: WidenClient, count: int
+) -> None:
+    sandbox.list_reports_total = False
+    created = [await client.create_webhook("asset_tags_updated", f"{HOOK_URL}/{n}") for n in range(count)]
+    assert [c.id for c in await client.all_webhooks()] == created
+
+
 async def test_all_webhooks_when_there_are_none(client: WidenClient) -> None:
     assert await client.all_webhooks() == []
 

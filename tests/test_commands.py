@@ -301,6 +301,45 @@ async def test_an_unconfirmed_create_the_dam_did_make_keeps_its_route_for_that_c
     assert (await deliver(http, other, secret=route.secret, path=path)).status_code == 422
 
 
+class ShiftingDam(DamSandbox):
+    """Deletes a configuration right after answering the first page of a listing, once: a delete by
+    someone else while widen-bot pages through them."""
+
+    async def _list_configurations(self, request: web.Request) -> web.Response:
+        page = await super()._list_configurations(request)
+        if request.query.get("offset") == "0" and not getattr(self, "shifted", False):
+            self.shifted = True
+            self.configurations.pop(next(iter(self.configurations)))
+        return page
+
+
+async def test_settling_looks_twice_before_forgetting_a_url_it_might_have_missed(tmp_path: Path):
+    dam = ShiftingDam()
+    async with running_stack(tmp_path / "widen-bot.db", dam=dam, slack_channel_rate=50.0) as stack:
+        inbox = stack.app[INBOX]
+        for _ in range(10):
+            add_configuration(stack)
+        await inbox.add_route("tok-made", "pending:tok-made", "secret-made", None)
+        made = add_configuration(stack, delivery_url=f"{stack.base_url}/webhooks/widen/tok-made")  # on page 2
+        assert await settle_pending_routes(stack.app[WIDEN], inbox, grace=0) == Settled(1, 0)
+        assert (await inbox.route("tok-made")) == Route("tok-made", made.id, "secret-made")
+
+
+async def test_settling_goes_on_past_a_url_it_cannot_tie(bot: tuple[Stack, httpx.AsyncClient]):
+    stack, _ = bot
+    inbox = stack.app[INBOX]
+    # Someone pointed configuration X, which has a route of its own, at an unconfirmed URL.
+    x = add_configuration(stack, delivery_url=f"{stack.base_url}/webhooks/widen/tok-a")
+    await inbox.add_route("tok-x", x.id, "secret-x", None)
+    await inbox.add_route("tok-a", "pending:tok-a", "secret-a", None)
+    await inbox.add_route("tok-b", "pending:tok-b", "secret-b", None)
+    y = add_configuration(stack, delivery_url=f"{stack.base_url}/webhooks/widen/tok-b")
+    assert await settle_pending_routes(stack.app[WIDEN], inbox, grace=0) == Settled(1, 0)
+    assert (await inbox.route("tok-b")) == Route("tok-b", y.id, "secret-b")
+    assert (await inbox.route("tok-a")) == Route("tok-a", "pending:tok-a", "secret-a")  # left, not forgotten
+    assert (await inbox.route("tok-x")) == Route("tok-x", x.id, "secret-x")
+
+
 async def test_create_without_public_base_url_says_what_to_set(tmp_path: Path):
     async with serving(tmp_path, public_base_url=None) as (stack, http):
         reply = shown(await run(stack, http, "create asset_created"))

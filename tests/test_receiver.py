@@ -235,6 +235,17 @@ async def test_a_delivery_during_create_is_taken(stack: Stack, http: httpx.Async
     assert response.status_code == 200
 
 
+async def test_delivery_urls_take_a_trailing_slash(stack: Stack, http: httpx.AsyncClient):
+    # A DAM (or an admin editing the URL) may add one; the delivery is the same.
+    await stack.app[INBOX].add_route("tok-slash", "pending:tok-slash", "route-secret", None)
+    body = json.dumps(fresh(fixture_json("events/ping.json"))).encode()
+    response = await http.post("/webhooks/widen/tok-slash/", content=body, headers=signed(body, "route-secret"))
+    assert response.status_code == 200 and response.json() == {"status": "accepted"}
+    body = json.dumps(fresh(fixture_json("events/ping.json"))).encode()
+    response = await http.post("/webhooks/widen/", content=body, headers=signed(body))
+    assert response.status_code == 200 and response.json() == {"status": "accepted"}
+
+
 async def test_junk_to_slack_events_is_401_not_500(http: httpx.AsyncClient):
     cases = [
         (b"\xff\xfe not utf-8", {"X-Slack-Request-Timestamp": "1700000000", "X-Slack-Signature": "v0=00"}),

@@ -325,8 +325,8 @@ class WidenClient:
 
     async def list_webhooks(
         self, limit: int = MAX_PAGE, offset: int = 0
-    ) -> tuple[list[WebhookConfiguration], int]:
-        """One page of configurations and the total count."""
+    ) -> tuple[list[WebhookConfiguration], int | None]:
+        """One page of configurations and the total count (None when the DAM does not say)."""
         with self._operation("list_webhooks"):
             params = {"limit": max(1, min(MAX_PAGE, limit)), "offset": max(0, offset)}
             data = self._json(await self._request("GET", "/webhooks/configurations", params=params))
@@ -335,16 +335,19 @@ class WidenClient:
                 raise WidenError("answer has no list of items", status=200)
             items = [self._validate(WebhookConfiguration, item) for item in raw_items]
             total = data.get("total_count", data.get("total"))
-            return items, total if isinstance(total, int) else len(items)
+            return items, total if isinstance(total, int) else None
 
     async def all_webhooks(self) -> list[WebhookConfiguration]:
-        """Every configuration, page by page."""
-        found: list[WebhookConfiguration] = []
+        """Every configuration, page by page: up to the total the DAM reports, or, when it reports none,
+        until a page comes back short."""
+        found: dict[str, WebhookConfiguration] = {}
         while True:
             page, total = await self.list_webhooks(limit=MAX_PAGE, offset=len(found))
-            found.extend(page)
-            if not page or len(found) >= total:
-                return found
+            fresh = {c.id: c for c in page if c.id not in found}
+            found.update(fresh)
+            done = len(found) >= total if total is not None else len(page) < MAX_PAGE
+            if done or not fresh:  # no new one: a DAM that ignores the offset would loop for ever
+                return list(found.values())
 
     async def create_webhook(
         self, event_type: str, delivery_url: str, secret_key: str | SecretStr | None = None

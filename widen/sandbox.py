@@ -136,6 +136,7 @@ class DamSandbox:
         # The API description leaves open whether PUT edits or replaces a configuration: True replaces.
         self.put_replaces = False
         self.latency = 0.0  # seconds added to every API answer
+        self.list_reports_total = True  # False: configuration lists leave out total_count
         self.delivery_attempts = 3
         self.delivery_timeout = 5.0
         self.calls: list[tuple[str, str, int]] = []  # (method, raw path, status)
@@ -425,15 +426,16 @@ class DamSandbox:
         if not 1 <= limit <= MAX_PAGE or offset < 0:
             return _error(400, f"limit must be between 1 and {MAX_PAGE}, offset at least 0")
         configs = list(self.configurations.values())
-        return web.json_response(
-            {
-                "item_type": "webhook_configuration",
-                "total_count": len(configs),
-                "limit": limit,
-                "offset": offset,
-                "items": [self._view(c) for c in configs[offset : offset + limit]],
-            }
-        )
+        page: dict[str, Any] = {
+            "item_type": "webhook_configuration",
+            "total_count": len(configs),
+            "limit": limit,
+            "offset": offset,
+            "items": [self._view(c) for c in configs[offset : offset + limit]],
+        }
+        if not self.list_reports_total:
+            del page["total_count"]
+        return web.json_response(page)
 
     async def _create_configuration(self, request: web.Request) -> web.Response:
         body = await _json_object(request)

@@ -389,10 +389,14 @@ class Inbox:
     async def unpark(self, delivery_id: str | None) -> int:
         """Put parked deliveries back (one by delivery id, or all when None). Returns how many."""
         sql = "UPDATE deliveries SET state='pending', attempts=0, next_attempt_at=0 WHERE state='parked'"
-        if delivery_id is None:
-            count = await self._write(sql)
-        else:
+        if delivery_id is not None:
             count = await self._write(sql + " AND delivery_id=?", (delivery_id,))
+        else:  # in batches, so that many parked rows never hold the event loop for long
+            count = 0
+            while batch := await self._write(
+                sql + " AND row_id IN (SELECT row_id FROM deliveries WHERE state='parked' LIMIT 500)"
+            ):
+                count += batch
         if count:
             self.new_work.set()
         return count
@@ -435,12 +439,16 @@ class Inbox:
         )
 
     async def configuration_stats(self, configuration_id: str) -> ConfigurationStats:
-        row = self._one(
-            "SELECT COUNT(*), MAX(received_at), SUM(state='parked' OR last_error IS NOT NULL) "
-            "FROM deliveries WHERE configuration_id=?",
-            (configuration_id,),
-        )
-        assert row is not None
+        # On a thread, like `stats`: a configuration with many deliveries takes a while to count.
+        return await asyncio.to_thread(self._configuration_stats_sync, configuration_id)
+
+    def _configuration_stats_sync(self, configuration_id: str) -> ConfigurationStats:
+        with contextlib.closing(self._connect_reader()) as reader:
+            row = reader.execute(
+                "SELECT COUNT(*), MAX(received_at), SUM(state='parked' OR last_error IS NOT NULL) "
+                "FROM deliveries WHERE configuration_id=?",
+                (configuration_id,),
+            ).fetchone()
         return ConfigurationStats(received=row[0], last_received=row[1], failures=row[2] or 0)
 
     async def writable(self) -> bool:

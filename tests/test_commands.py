@@ -582,6 +582,18 @@ async def test_retry_all(tmp_path: Path):
         await eventually(lambda: _count_parked(stack, 0))
 
 
+async def test_retry_all_puts_back_a_big_dead_letter_pile_whole(tmp_path: Path):
+    async with serving(tmp_path, max_attempts=1) as (stack, http):
+        stack.dam.token = "revoked"  # nothing gets through: all stay parked until retried
+        with sqlite3.connect(tmp_path / "widen-bot.db") as conn:  # 1,234 deliveries that were parked
+            conn.executemany(
+                "INSERT INTO deliveries (dedup_key, delivery_id, configuration_id, event_type, body, received_at, "
+                "state) VALUES (?, ?, 'cfg', 'asset_created', x'7b7d', ?, 'parked')",
+                [(f"id:{n}", str(n), time.time()) for n in range(1234)])
+        assert "Put 1234 parked deliveries back" in shown(await run(stack, http, "retry all"))
+        assert (await stack.app[INBOX].stats()).parked < 1234
+
+
 async def _count_parked(stack: Stack, count: int) -> bool:
     return (await stack.app[INBOX].stats()).parked == count
 

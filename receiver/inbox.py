@@ -508,26 +508,19 @@ def _settle(batch: Iterable[tuple[Any, asyncio.Future[Any]]], exc: BaseException
 
 
 def _insert_batch(conn: sqlite3.Connection, batch: list[NewDelivery]) -> list[bool]:
-    """Insert what is new; True per delivery that was. One statement per 100 deliveries: a key already
-    stored (or repeated within the batch) is skipped by the unique index, and RETURNING names the rest."""
+    """Insert what is new; True per delivery that was. A key already stored (or earlier in the batch) is
+    skipped by the unique index. One statement per row: a statement of many rows that may abort keeps a
+    statement journal, which for a batch of random index pages spills to a temporary file."""
     now = time.time()
-    keys = [d.dedup_key for d in batch]
-    inserted: set[str] = set()
-    for start in range(0, len(batch), 100):  # 100 rows of 9 parameters, under SQLite's limit
-        chunk = batch[start : start + 100]
-        marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        values = [value for d, key in zip(chunk, keys[start : start + 100], strict=True)
-                  for value in (key, d.delivery_id or key, d.configuration_id, d.event_type, d.asset_id, d.route,
-                                d.body, now, now)]
-        inserted.update(k for (k,) in conn.execute(
-            "INSERT INTO deliveries (dedup_key, delivery_id, configuration_id, event_type, asset_id, route, body,"
-            f" received_at, next_attempt_at) VALUES {marks} ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
-            values,
-        ))
     results = []
-    for key in keys:
-        results.append(key in inserted)
-        inserted.discard(key)  # a repeat within the batch is a duplicate
+    for d in batch:
+        key = d.dedup_key
+        cursor = conn.execute(
+            "INSERT INTO deliveries (dedup_key, delivery_id, configuration_id, event_type, asset_id, route, body,"
+            " received_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING",
+            (key, d.delivery_id or key, d.configuration_id, d.event_type, d.asset_id, d.route, d.body, now, now),
+        )
+        results.append(cursor.rowcount == 1)
     return results
 
 

@@ -7,6 +7,8 @@ volume and both tokens before the server is started or the DAM is pointed at it.
 from __future__ import annotations
 
 import os
+import sqlite3
+from pathlib import Path
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -45,18 +47,35 @@ def check_settings(settings: Settings) -> bool:
 
 
 def check_store(settings: Settings) -> bool:
-    """The store's directory exists (or can be made) and this user may write there; nothing is created."""
+    """The store's directory exists (or can be made) and this user may write there, and a store already
+    there is an SQLite database; nothing is created."""
     path = settings.database_path.absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if existing == path:
         ok = path.is_file() and os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK)
     else:
         ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
-    if ok:
-        _ok("store", f"{path} is writable" if existing == path else f"{path} can be created")
-    else:
+    if not ok:
         _fail("store", f"{existing} is not writable by this user: check DATABASE_URL and the volume")
-    return ok
+        return False
+    if existing == path and (problem := _not_a_store(path)):
+        _fail("store", f"{path} {problem}: check DATABASE_URL")
+        return False
+    _ok("store", f"{path} is writable" if existing == path else f"{path} can be created")
+    return True
+
+
+def _not_a_store(path: Path) -> str | None:
+    """Why the file cannot be the inbox (serve would fail at start), or None. Opened without creating."""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=TIMEOUT)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:  # "file is not a database", a damaged header, ...
+        return f"is not a usable SQLite database ({exc})"
+    return None
 
 
 # Each check answers True (ok), False (failed) or None (skipped: its setting is missing, which the

@@ -236,6 +236,28 @@ async def test_check_passes_with_one_line_per_check(sandboxes, tmp_path: Path):
     assert not (tmp_path / "data" / "bot.db").exists()  # a check creates nothing
 
 
+async def test_check_fails_on_a_store_path_that_holds_something_else(sandboxes, tmp_path: Path):
+    dam, slack = sandboxes
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "bot.db").write_bytes(b"not a database, a config file put here by mistake\n" * 100)
+    status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)
+    assert status == 1
+    assert "FAIL  store:" in out and "is not a usable SQLite database" in out, out
+    assert out.strip().splitlines()[-1] == "check failed: store"
+
+
+async def test_check_accepts_a_store_serve_has_already_made(sandboxes, tmp_path: Path):
+    dam, slack = sandboxes
+    (tmp_path / "data").mkdir()
+    with sqlite3.connect(tmp_path / "data" / "bot.db") as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)
+    assert status == 0, out
+    assert "ok    store: " in out and "is writable" in out
+
+
 async def test_check_notes_a_missing_public_base_url_without_failing(sandboxes, tmp_path: Path):
     dam, slack = sandboxes
     status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)

@@ -176,6 +176,7 @@ class Inbox:
         # for ours when the channel's history is checked after a crash.
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('inbox_id', lower(hex(randomblob(8))))")
         self.inbox_id = conn.execute("SELECT value FROM meta WHERE key='inbox_id'").fetchone()[0]
+        _migrate(conn)
         self._conn = conn
         self._reader = self._connect_reader()
         self._checkpoint_conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
@@ -505,6 +506,19 @@ def _settle(batch: Iterable[tuple[Any, asyncio.Future[Any]]], exc: BaseException
 
 
 # ---- statements of the bigger transactions ------------------------------------------------------------
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older version up to date, once (a meta key records it)."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        done = {key for (key,) in conn.execute("SELECT key FROM meta WHERE key LIKE 'migrated:%'")}
+        if "migrated:posted_at" not in done:
+            # Earlier versions left a posted row's last attempt time in next_attempt_at, which retention now
+            # reads as its posting time: a delivery put back from the dead letters would be forgotten early.
+            conn.execute("UPDATE deliveries SET next_attempt_at=finished_at "
+                         "WHERE state='posted' AND finished_at>next_attempt_at")
+            conn.execute("INSERT INTO meta (key, value) VALUES ('migrated:posted_at', ?)", (str(time.time()),))
 
 
 def _insert_batch(conn: sqlite3.Connection, batch: list[NewDelivery]) -> list[bool]:

@@ -101,3 +101,25 @@ async def test_a_delivery_posted_late_is_kept_from_when_it_was_posted(tmp_path: 
         await eventually(lambda: states(database).get(late["webhook_delivery_id"]) == "posted")
         assert await forget_old_posts(stack.app[INBOX], retention_days=30) == 0
         assert states(database) == {late["webhook_delivery_id"]: "posted"}
+
+
+async def test_a_store_from_before_posting_times_keeps_its_recent_posts_once_upgraded(tmp_path: Path):
+    # A store written by an older version: a posted row's next_attempt_at still holds its last attempt
+    # (long ago, for one parked then put back), not its posting time. Upgrading must not forget it early.
+    database = tmp_path / "bot.db"
+    event = asset_event()
+    async with running_stack(database, **SETTINGS) as stack, httpx.AsyncClient(base_url=stack.base_url) as http:
+        assert (await deliver(http, event)).status_code == 200
+        await eventually(lambda: states(database).get(event["webhook_delivery_id"]) == "posted")
+    with sqlite3.connect(database) as conn:
+        conn.execute("UPDATE deliveries SET next_attempt_at=? WHERE delivery_id=?",
+                     (time.time() - 40 * DAY, event["webhook_delivery_id"]))
+        conn.execute("DELETE FROM meta WHERE key LIKE 'migrated:%'")
+    conn.close()
+
+    async with running_stack(database, **SETTINGS) as stack:
+        assert await forget_old_posts(stack.app[INBOX], retention_days=30) == 0
+        assert states(database) == {event["webhook_delivery_id"]: "posted"}
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("SELECT count(*) FROM meta WHERE key='migrated:posted_at'").fetchone() == (1,)
+        conn.close()

@@ -21,7 +21,7 @@ from bot.notify import Notifier, SlackError, SlackUnavailable
 from bot.pings import PingTracker
 from bot.replies import Replies
 from receiver.inbox import Inbox
-from receiver.routes import create_routed_configuration
+from receiver.routes import create_routed_configuration, route_token
 from receiver.settings import Settings
 from widen.client import (
     BadRequest,
@@ -345,6 +345,8 @@ class Commands:
         if current.delivery_url:
             fields["delivery_url"] = current.delivery_url
         route = await self.inbox.route_of(config_id)
+        if route is None and (token := route_token(current.delivery_url)) is not None:
+            route = await self.inbox.route(token)  # an unconfirmed create's URL: its signing is ours too
         if route is not None:
             fields["secret_key"] = route.secret
         await self.widen.edit_webhook(config_id, **fields)

@@ -415,6 +415,18 @@ async def test_disabling_a_configuration_the_bot_made_keeps_its_secret(bot: tupl
     assert (config.delivery_enabled, config.secret_key, config.delivery_url) == (False, secret, url)
 
 
+async def test_disabling_an_unconfirmed_create_keeps_its_secret(bot: tuple[Stack, httpx.AsyncClient]):
+    stack, http = bot
+    stack.dam.put_replaces = True
+    stack.dam.fail_next(1, 503, "/webhooks/configurations")
+    await run(stack, http, "create asset_created")
+    route = await pending_route(stack)  # the DAM's answer was lost; it did make the configuration
+    config = add_configuration(stack, delivery_url=f"{stack.base_url}/webhooks/widen/{route.token}",
+                               secret_key=route.secret)
+    assert "now *off*" in shown(await run(stack, http, f"disable {config.id}"))
+    assert (config.delivery_enabled, config.secret_key) == (False, route.secret)
+
+
 async def test_delete_asks_first_and_only_the_button_deletes(bot: tuple[Stack, httpx.AsyncClient]):
     stack, http = bot
     config = await create(stack, http)

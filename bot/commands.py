@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from bot import cards
 from bot.blocks import mrkdwn_escape
 from bot.notify import Notifier, SlackError, SlackUnavailable
@@ -344,16 +346,26 @@ class Commands:
             fields["event_type"] = current.event_type
         if current.delivery_url:
             fields["delivery_url"] = current.delivery_url
-        route = await self.inbox.route_of(config_id)
-        if route is None and (token := route_token(current.delivery_url)) is not None:
-            route = await self.inbox.route(token)  # an unconfirmed create's URL: its signing is ours too
-        if route is not None:
-            fields["secret_key"] = route.secret
+        secret = await self._signing_secret(config_id, current.delivery_url)
+        if secret is not None:
+            fields["secret_key"] = secret
         await self.widen.edit_webhook(config_id, **fields)
         state = "on" if enabled else "off"
         await self.reply(caller, cards.notice(f"Delivery is now *{state}* for {cards.code(config_id)}.",
                                               ":white_check_mark:"))
         await self.audit(caller, f"turned delivery *{state}* for webhook configuration {cards.code(config_id)}")
+
+    async def _signing_secret(self, config_id: str, url: str | None) -> str | SecretStr | None:
+        """The secret_key widen-bot gave this configuration, if it gave one: its route's (confirmed, or
+        still pending at widen-bot's own URL), or WIDEN_WEBHOOK_SECRET for the shared path."""
+        route = await self.inbox.route_of(config_id)
+        base = self.settings.public_base_url
+        if route is None and base is not None and (url or "").startswith(f"{str(base).rstrip('/')}/webhooks/widen/"):
+            pending = await self.inbox.route(route_token(url) or "")
+            route = pending if pending is not None and pending.pending else None
+        if route is not None:
+            return route.secret
+        return self.settings.widen_webhook_secret if url and self._is_shared_path(url) else None
 
     async def _delete(self, args: list[str], caller: Caller) -> None:
         config = await self.widen.get_webhook(configuration_id(args, "delete <id>"))

@@ -427,6 +427,36 @@ async def test_disabling_an_unconfirmed_create_keeps_its_secret(bot: tuple[Stack
     assert (config.delivery_enabled, config.secret_key) == (False, route.secret)
 
 
+async def test_disabling_and_enabling_a_shared_path_configuration_keeps_it_signed(
+    bot: tuple[Stack, httpx.AsyncClient],
+):
+    stack, http = bot
+    stack.dam.put_replaces = True
+    await run(stack, http, f"create asset_created <{stack.base_url}/webhooks/widen>")
+    (config,) = stack.dam.configurations.values()
+    assert "now *off*" in shown(await run(stack, http, f"disable {config.id}"))
+    assert "now *on*" in shown(await run(stack, http, f"enable {config.id}"))
+    assert (config.delivery_enabled, config.secret_key) == (True, SHARED_SECRET)
+    assert "Ping sent" in shown(await run(stack, http, f"ping {config.id}"))
+    await eventually(lambda: "round trip" in slack_saw(stack))  # the signed ping was taken
+
+
+async def test_a_widen_bot_token_at_another_host_gets_no_secret_of_ours(bot: tuple[Stack, httpx.AsyncClient]):
+    stack, http = bot
+    stack.dam.put_replaces = True
+    stack.dam.fail_next(1, 503, "/webhooks/configurations")
+    await run(stack, http, "create asset_created")
+    route = await pending_route(stack)
+    elsewhere = add_configuration(stack, delivery_url=f"https://elsewhere.example.net/webhooks/widen/{route.token}")
+    mine = await create(stack, http)  # confirmed, with a route of its own
+    assert mine.delivery_url is not None
+    copied = add_configuration(stack, delivery_url=mine.delivery_url)  # another configuration at its URL
+    for config in (elsewhere, copied):
+        assert "now *off*" in shown(await run(stack, http, f"disable {config.id}"))
+        assert config.secret_key is None
+    assert mine.secret_key  # untouched
+
+
 async def test_delete_asks_first_and_only_the_button_deletes(bot: tuple[Stack, httpx.AsyncClient]):
     stack, http = bot
     config = await create(stack, http)

@@ -6,6 +6,7 @@ volume and both tokens before the server is started or the DAM is pointed at it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from receiver.inbox import SCHEMA
 from receiver.settings import Settings
 from widen.client import Unauthorized, WidenClient, WidenError
 
@@ -49,14 +51,23 @@ def check_settings(settings: Settings) -> bool:
 def check_store(settings: Settings) -> bool:
     """The store's directory exists (or can be made) and this user may write there, and a store already
     there is an SQLite database; nothing is created."""
-    path = settings.database_path.absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        path = settings.database_path.resolve()  # as serve opens it: through any symlink
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except (OSError, RuntimeError) as exc:  # a directory this user may not search, a symlink loop
+        _fail("store", f"{settings.database_path} cannot be reached ({exc}): check DATABASE_URL and the volume")
+        return False
     if existing == path:
-        ok = path.is_file() and os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK)
+        # Its WAL and shared-memory files too, when a crash left them (made by root, say, they stop serve).
+        sides = [side for side in (Path(f"{path}-wal"), Path(f"{path}-shm")) if side.exists()]
+        ok = path.is_file() and all(os.access(p, os.R_OK | os.W_OK) for p in (path, *sides)) \
+            and os.access(path.parent, os.W_OK)
+        why = "is not a file writable by this user (with its -wal and -shm files)"
     else:
         ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+        why = "is not a directory writable by this user"
     if not ok:
-        _fail("store", f"{existing} is not writable by this user: check DATABASE_URL and the volume")
+        _fail("store", f"{existing} {why}: check DATABASE_URL and the volume")
         return False
     if existing == path and (problem := _not_a_store(path)):
         _fail("store", f"{path} {problem}: check DATABASE_URL")
@@ -66,16 +77,29 @@ def check_store(settings: Settings) -> bool:
 
 
 def _not_a_store(path: Path) -> str | None:
-    """Why the file cannot be the inbox (serve would fail at start), or None. Opened without creating."""
+    """Why the file cannot be the inbox (serve would fail at start), or None. Read as immutable, so that
+    nothing is created or changed: no -wal or -shm file, no checkpoint of a WAL left by a crash."""
     try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=TIMEOUT)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        finally:
-            conn.close()
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)) as conn:
+            found = _columns(conn)
     except sqlite3.DatabaseError as exc:  # "file is not a database", a damaged header, ...
         return f"is not a usable SQLite database ({exc})"
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        conn.executescript(SCHEMA)
+        ours = _columns(conn)
+    if found and not found.keys() & ours.keys():
+        return "is another program's SQLite database, not widen-bot's inbox"
+    for table, columns in ours.items():
+        if table in found and not found[table] >= columns:
+            missing = ", ".join(sorted(columns - found[table]))
+            return f"has a table {table} that is not widen-bot's (no column {missing})"
     return None
+
+
+def _columns(conn: sqlite3.Connection) -> dict[str, set[str]]:
+    tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    return {table: {name for (name,) in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))}
+            for table in tables if not table.startswith("sqlite_")}
 
 
 # Each check answers True (ok), False (failed) or None (skipped: its setting is missing, which the

@@ -164,6 +164,8 @@ class Inbox:
     # ---- life ----------------------------------------------------------------------------------
 
     async def open(self) -> None:
+        # The file itself, not a symlink to it: SQLite keeps its WAL next to the target, and so must we.
+        self.path = self.path.resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -186,7 +188,9 @@ class Inbox:
         self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
 
     def _connect_reader(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        # As a URI, escaped: a `?`, `#` or `%` in the path must not read as a URI's query or escape.
+        return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False)
 
     async def close(self) -> None:
         await self._idle.wait()  # every accepted delivery answered, every write synced

@@ -7,6 +7,7 @@ Through the real server over HTTP with the local DAM and the local Slack; the sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.sandbox import SlackSandbox
 from bot.slack_requests import post_signed, slash_command_body
 from receiver.app import INBOX, WIDEN
+from receiver.inbox import Inbox, NewDelivery
 from receiver.logs import REDACTED, JsonFormatter, TextFormatter, register_secret
 from receiver.routes import create_routed_configuration
 from receiver.sandbox_run import CHANNEL, running_stack, sandbox_env
@@ -246,16 +248,77 @@ async def test_check_fails_on_a_store_path_that_holds_something_else(sandboxes, 
     assert out.strip().splitlines()[-1] == "check failed: store"
 
 
-async def test_check_accepts_a_store_serve_has_already_made(sandboxes, tmp_path: Path):
+def files_in(directory: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in directory.iterdir()}
+
+
+async def test_check_reads_a_store_serve_left_after_a_crash_without_changing_it(sandboxes, tmp_path: Path):
     dam, slack = sandboxes
-    (tmp_path / "data").mkdir()
-    with sqlite3.connect(tmp_path / "data" / "bot.db") as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE t (x)")
-    conn.close()
-    status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    inbox = Inbox(data / "bot.db")  # as serve leaves it when killed: the WAL not checkpointed
+    await inbox.open()
+    assert await inbox.accept(NewDelivery(body=b"{}", delivery_id="x", configuration_id="c",
+                                          event_type="asset_created", asset_id="a"))
+    before = files_in(data)
+    assert {"bot.db-wal", "bot.db-shm"} <= before.keys()
+    try:
+        status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)
+        assert files_in(data) == before  # no checkpoint, no new or removed file
+    finally:
+        await inbox.close()
     assert status == 0, out
     assert "ok    store: " in out and "is writable" in out
+
+
+async def test_check_fails_on_another_programs_sqlite_database(sandboxes, tmp_path: Path):
+    dam, slack = sandboxes
+    (tmp_path / "data").mkdir()
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "bot.db")) as conn:
+        conn.execute("CREATE TABLE deliveries (id INTEGER, what TEXT)")
+        conn.commit()
+    status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)
+    assert status == 1
+    assert "has a table deliveries that is not widen-bot's" in out, out
+
+
+async def test_check_follows_a_symlink_to_the_store_as_serve_does(sandboxes, tmp_path: Path):
+    dam, slack = sandboxes
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "bot.db").symlink_to(tmp_path / "volume" / "bot.db")
+    status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)
+    assert status == 0 and f"{tmp_path / 'volume' / 'bot.db'} can be created" in out, out
+    # serve opens the target, with its WAL beside it, and keeps what it accepts.
+    async with running_stack(tmp_path / "data" / "bot.db", widen_webhook_secret=SHARED_SECRET,
+                             slack_channel_rate=50.0) as stack, httpx.AsyncClient(base_url=stack.base_url) as http:
+        assert (await deliver(http, asset_event())).status_code == 200
+        await eventually(lambda: len(stack.slack.messages_in(CHANNEL)) == 1)
+    assert (tmp_path / "volume" / "bot.db").is_file() and not (tmp_path / "data" / "bot.db-wal").exists()
+
+
+async def test_check_names_a_store_path_it_cannot_reach_without_a_traceback(sandboxes, tmp_path: Path):
+    dam, slack = sandboxes
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "bot.db").symlink_to(tmp_path / "data" / "bot.db")  # a loop
+    status, out = await run_cli("check", env=serve_env(dam, slack, tmp_path), cwd=tmp_path)
+    assert status == 1 and "FAIL  store:" in out and "cannot be reached" in out, out
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("name", ["a#b.db", "a?mode=ro.db", "a%20b.db"])
+async def test_a_store_path_with_uri_characters_works(sandboxes, tmp_path: Path, name: str):
+    dam, slack = sandboxes
+    env = serve_env(dam, slack, tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'data' / name}")
+    status, out = await run_cli("check", env=env, cwd=tmp_path)
+    assert status == 0, out
+    async with running_stack(tmp_path / "data" / name, widen_webhook_secret=SHARED_SECRET,
+                             slack_channel_rate=50.0) as stack, httpx.AsyncClient(base_url=stack.base_url) as http:
+        assert (await deliver(http, asset_event())).status_code == 200
+        await eventually(lambda: len(stack.slack.messages_in(CHANNEL)) == 1)
+        assert (await http.get("/metrics")).status_code == 200
+        assert (await http.post("/webhooks/widen/not-a-token", content=b"{}")).status_code == 404
+    assert sorted(p.name for p in (tmp_path / "data").iterdir() if not p.name.startswith(name)) == []
 
 
 async def test_check_notes_a_missing_public_base_url_without_failing(sandboxes, tmp_path: Path):

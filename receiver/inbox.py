@@ -165,7 +165,10 @@ class Inbox:
 
     async def open(self) -> None:
         # The file itself, not a symlink to it: SQLite keeps its WAL next to the target, and so must we.
-        self.path = self.path.resolve()
+        try:
+            self.path = self.path.resolve()
+        except RuntimeError as exc:  # a symlink loop: unreachable, as an OSError says
+            raise OSError(f"{self.path}: {exc}") from exc
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")

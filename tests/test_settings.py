@@ -75,10 +75,11 @@ def test_serve_reports_every_problem_at_once_and_never_echoes_a_token(tmp_path: 
     assert "user-token-value" not in result.stderr
 
 
-def test_serve_that_cannot_open_its_store_says_so_in_one_line(tmp_path: Path):
+@pytest.mark.parametrize("store", ["file/under-a-file.db", "loop.db"])
+def test_serve_that_cannot_open_its_store_says_so_in_one_line(tmp_path: Path, store: str):
     (tmp_path / "file").write_text("")
-    result = serve(tmp_path, **GOOD, DATABASE_URL=f"sqlite:///{tmp_path}/file/under-a-file.db", PORT="0",
-                   HOST="127.0.0.1")
+    (tmp_path / "loop.db").symlink_to(tmp_path / "loop.db")
+    result = serve(tmp_path, **GOOD, DATABASE_URL=f"sqlite:///{tmp_path}/{store}", PORT="0", HOST="127.0.0.1")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot start" in lines[0] and "DATABASE_URL" in lines[0], result.stderr

@@ -23,7 +23,7 @@ from bot.notify import Notifier, SlackError, SlackUnavailable
 from bot.pings import PingTracker
 from bot.replies import Replies
 from receiver.inbox import Inbox
-from receiver.routes import create_routed_configuration, route_token
+from receiver.routes import create_routed_configuration, delivery_url, route_token
 from receiver.settings import Settings
 from widen.client import (
     BadRequest,
@@ -359,9 +359,9 @@ class Commands:
         """The secret_key widen-bot gave this configuration, if it gave one: its route's (confirmed, or
         still pending at widen-bot's own URL), or WIDEN_WEBHOOK_SECRET for the shared path."""
         route = await self.inbox.route_of(config_id)
-        base = self.settings.public_base_url
-        if route is None and base is not None and (url or "").startswith(f"{str(base).rstrip('/')}/webhooks/widen/"):
-            pending = await self.inbox.route(route_token(url) or "")
+        base, token = self.settings.public_base_url, route_token(url)
+        if route is None and base is not None and token and (url or "").rstrip("/") == delivery_url(str(base), token):
+            pending = await self.inbox.route(token)
             route = pending if pending is not None and pending.pending else None
         if route is not None:
             return route.secret

@@ -519,8 +519,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a store written by an older version up to date, once (a meta key records it)."""
     with conn:
         conn.execute("BEGIN IMMEDIATE")
-        done = {key for (key,) in conn.execute("SELECT key FROM meta WHERE key LIKE 'migrated:%'")}
-        if "migrated:posted_at" not in done:
+        if conn.execute("SELECT 1 FROM meta WHERE key='migrated:posted_at'").fetchone() is None:
             # Earlier versions left a posted row's last attempt time in next_attempt_at, which retention now
             # reads as its posting time: a delivery put back from the dead letters would be forgotten early.
             conn.execute("UPDATE deliveries SET next_attempt_at=finished_at "
